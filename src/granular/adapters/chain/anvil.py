@@ -1,0 +1,107 @@
+"""Start and stop a local anvil from the npm package `@foundry-rs/anvil` (no foundryup)."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from granular.errors import ConfigurationError, GranularError
+from granular.paths import project_root
+
+ANVIL_CHAIN_ID = 31337
+_PLATFORMS = {
+    ("Linux", "x86_64"): "linux-amd64",
+    ("Linux", "aarch64"): "linux-arm64",
+    ("Darwin", "x86_64"): "darwin-amd64",
+    ("Darwin", "arm64"): "darwin-arm64",
+}
+
+
+class AnvilFailed(GranularError):
+    code = "anvil_failed"
+
+
+def anvil_binary(root: Path | None = None) -> Path:
+    """The platform binary the npm package ships (its node wrapper would outlive a kill)."""
+    suffix = _PLATFORMS.get((platform.system(), platform.machine()))
+    if suffix is None:
+        raise ConfigurationError(f"no anvil package for {platform.system()} {platform.machine()}")
+    path = (root or project_root()) / "node_modules" / "@foundry-rs" / f"anvil-{suffix}" / "bin" / "anvil"
+    if not path.is_file():
+        raise ConfigurationError(f"anvil not found at {path}; run `npm ci`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Anvil:
+    """An anvil process on 127.0.0.1; a context manager that always stops it."""
+
+    def __init__(
+        self, *, port: int | None = None, args: tuple[str, ...] = (), log: Path | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> Anvil:
+        command = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self._process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise AnvilFailed(f"anvil exited with {self._process.returncode} on port {self.port}")
+            if self.answers():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise AnvilFailed(f"anvil did not answer on {self.url} within {timeout_s} s")
+
+    def answers(self) -> bool:
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Anvil:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,144 @@
+"""Deploying the forwarder and the registry, and reading back what is on chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from granular.adapters.chain.artifacts import Artifact
+from granular.errors import GranularError
+
+REGISTRY = "CertificateRegistry"
+FORWARDER = "GranularForwarder"
+ISSUER_ROLE = Web3.keccak(text="ISSUER_ROLE")
+_GRANT_ROLE_GAS = 80_000
+
+
+class DeploymentFailed(GranularError):
+    code = "deployment_failed"
+
+
+class InsufficientFunds(GranularError):
+    code = "insufficient_funds"
+
+    def __init__(self, address: str, balance_wei: int, needed_wei: int) -> None:
+        super().__init__(
+            f"deployer {address} holds {balance_wei} wei; deploying needs about {needed_wei} wei"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedContracts:
+    chain_id: int
+    address: str
+    forwarder: str
+    block_number: int
+    transaction_hash: str
+    deployer: str
+    issuer: str
+    artifact_sha256: str
+
+
+def has_code(w3: Web3, address: str) -> bool:
+    return len(w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+
+
+class _Sender:
+    """Signs locally and waits for each receipt; deployment happens before any outbox exists."""
+
+    def __init__(self, w3: Web3, account: LocalAccount) -> None:
+        self.w3 = w3
+        self.account = account
+        self.nonce = w3.eth.get_transaction_count(account.address, "pending")
+
+    def send(self, tx: dict[str, Any], what: str) -> dict[str, Any]:
+        tx = {**tx, "from": self.account.address, "nonce": self.nonce}
+        signed = self.account.sign_transaction(tx)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=300))
+        except Web3Exception as error:
+            raise DeploymentFailed(f"{what}: {error}") from None
+        except ValueError as error:  # JSON-RPC errors surface as ValueError in web3
+            raise DeploymentFailed(f"{what}: {_rpc_message(error)}") from None
+        self.nonce += 1
+        if receipt["status"] != 1:
+            raise DeploymentFailed(f"{what}: transaction {HexBytes(tx_hash).to_0x_hex()} reverted")
+        return receipt
+
+
+def _rpc_message(error: ValueError) -> str:
+    arg = error.args[0] if error.args else error
+    return str(arg.get("message", arg)) if isinstance(arg, dict) else str(arg)
+
+
+def estimate_cost_wei(w3: Web3, account: LocalAccount, issuer: str) -> int:
+    """An upper estimate of what deploy_contracts spends, to refuse an unfunded key early."""
+    forwarder = Artifact.load(FORWARDER)
+    registry = Artifact.load(REGISTRY)
+    sender = account.address
+    gas = w3.eth.estimate_gas({"from": sender, "data": HexBytes(forwarder.bytecode)})
+    constructor = w3.eth.contract(abi=registry.abi, bytecode=registry.bytecode).constructor(
+        sender, sender
+    )
+    gas += w3.eth.estimate_gas({"from": sender, "data": HexBytes(constructor.data_in_transaction)})
+    gas += _GRANT_ROLE_GAS if issuer != sender else 0
+    return gas * _fee_per_gas_wei(w3)
+
+
+def _fee_per_gas_wei(w3: Web3) -> int:
+    latest = w3.eth.get_block("latest")
+    base_fee = latest.get("baseFeePerGas")
+    if base_fee is None:
+        return int(w3.eth.gas_price)
+    return int(base_fee) * 2 + int(w3.eth.max_priority_fee)
+
+
+def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> DeployedContracts:
+    """Deploy the forwarder, then the registry (admin: the deployer), then grant ISSUER_ROLE."""
+    issuer = Web3.to_checksum_address(issuer)
+    forwarder_artifact = Artifact.load(FORWARDER)
+    registry_artifact = Artifact.load(REGISTRY)
+    needed = estimate_cost_wei(w3, account, issuer)
+    balance = w3.eth.get_balance(account.address)
+    if balance < needed:
+        raise InsufficientFunds(account.address, balance, needed)
+
+    sender = _Sender(w3, account)
+    chain_id = w3.eth.chain_id
+    forwarder_tx = (
+        w3.eth.contract(abi=forwarder_artifact.abi, bytecode=forwarder_artifact.bytecode)
+        .constructor()
+        .build_transaction({"from": account.address, "chainId": chain_id})
+    )
+    forwarder = sender.send(dict(forwarder_tx), "deploying the forwarder")["contractAddress"]
+
+    registry_tx = (
+        w3.eth.contract(abi=registry_artifact.abi, bytecode=registry_artifact.bytecode)
+        .constructor(account.address, forwarder)
+        .build_transaction({"from": account.address, "chainId": chain_id})
+    )
+    receipt = sender.send(dict(registry_tx), "deploying the registry")
+    address = receipt["contractAddress"]
+
+    registry = w3.eth.contract(address=address, abi=registry_artifact.abi)
+    grant = registry.functions.grantRole(ISSUER_ROLE, issuer).build_transaction(
+        {"from": account.address, "chainId": chain_id, "nonce": sender.nonce}
+    )
+    sender.send(dict(grant), f"granting ISSUER_ROLE to {issuer}")
+
+    return DeployedContracts(
+        chain_id=chain_id,
+        address=address,
+        forwarder=forwarder,
+        block_number=int(receipt["blockNumber"]),
+        transaction_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
+        deployer=account.address,
+        issuer=issuer,
+        artifact_sha256=registry_artifact.sha256,
+    )

@@ -1,0 +1,25 @@
+"""The root of every error granular raises on purpose.
+
+Leaves are named after the rule they enforce and are built from fields, so the
+message names the field, the value and the rule. The API maps classes to HTTP
+statuses in one table; nothing catches broad exceptions below a job or request
+boundary.
+"""
+
+from __future__ import annotations
+
+
+class GranularError(Exception):
+    """Root of granular's own errors. `code` is stable and machine-readable."""
+
+    code: str = "granular_error"
+
+
+class ConfigurationError(GranularError):
+    code = "configuration_error"
+
+
+class ValidationError(GranularError):
+    """Input broke a rule. Subclasses name the rule."""
+
+    code = "validation_error"
