@@ -69,7 +69,7 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
             address owner = item.owner;
             uint256 id = firstCertificateId + i;
             if (item.quantityWh == 0) revert CertificateRegistryZeroQuantity(id);
-            if (owner != runOwner) {
+            if (owner != runOwner || runCount == 0) {
                 if (runCount != 0) _addActive(runOwner, runCount);
                 _requireOpenWallet(owner);
                 runOwner = owner;
@@ -110,6 +110,7 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         uint256 packed = _activeSlice(sliceId);
         address from = _ownerOf(packed);
         _requirePermission(from);
+        if (to == address(0)) revert CertificateRegistryInvalidAddress(to);
         uint64 available = _quantityOf(packed);
         if (quantityWh == 0) revert CertificateRegistryZeroQuantity(sliceId);
         if (quantityWh > available) revert CertificateRegistryInsufficientQuantity(sliceId, available, quantityWh);
