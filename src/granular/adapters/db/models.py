@@ -1,0 +1,3 @@
+"""Every table module, imported so that Base.metadata knows them all (for Alembic)."""
+
+from __future__ import annotations
