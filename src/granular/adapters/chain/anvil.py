@@ -31,7 +31,14 @@ def anvil_binary(root: Path | None = None) -> Path:
     suffix = _PLATFORMS.get((platform.system(), platform.machine()))
     if suffix is None:
         raise ConfigurationError(f"no anvil package for {platform.system()} {platform.machine()}")
-    path = (root or project_root()) / "node_modules" / "@foundry-rs" / f"anvil-{suffix}" / "bin" / "anvil"
+    path = (
+        (root or project_root())
+        / "node_modules"
+        / "@foundry-rs"
+        / f"anvil-{suffix}"
+        / "bin"
+        / "anvil"
+    )
     if not path.is_file():
         raise ConfigurationError(f"anvil not found at {path}; run `npm ci`")
     return path
@@ -66,7 +73,9 @@ class Anvil:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise AnvilFailed(f"anvil exited with {self._process.returncode} on port {self.port}")
+                raise AnvilFailed(
+                    f"anvil exited with {self._process.returncode} on port {self.port}"
+                )
             if self.answers():
                 return self
             time.sleep(0.05)
@@ -80,7 +89,7 @@ class Anvil:
         )
         try:
             with urllib.request.urlopen(request, timeout=1) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except OSError:
             return False
 

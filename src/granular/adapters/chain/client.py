@@ -32,6 +32,6 @@ def connect(url: str, *, timeout_s: float = 10.0) -> tuple[Web3, int]:
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     try:
         chain_id = w3.eth.chain_id
-    except Exception as error:  # noqa: BLE001 - any transport failure means "unreachable"
+    except Exception as error:
         raise ChainUnavailable(url, type(error).__name__) from None
     return w3, chain_id

@@ -80,7 +80,9 @@ def settings(evm_version: str = DEFAULT_EVM_VERSION) -> dict[str, Any]:
     return {
         "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
         "evmVersion": evm_version,
-        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+        "outputSelection": {
+            "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
+        },
     }
 
 
@@ -93,7 +95,7 @@ def resolve_compiler(root: Path) -> Compiler:
         return Compiler(path, "SOLC_BINARY", str(solcx.wrapper.get_solc_version(path)))
     pinned = Version(SOLC_VERSION)
     if pinned in solcx.get_installed_solc_versions():
-        return Compiler(solcx.get_executable(pinned), "py-solc-x", SOLC_VERSION)
+        return Compiler(solcx.install.get_executable(pinned), "py-solc-x", SOLC_VERSION)
     shim = root / "scripts" / "solcjs-shim.cjs"
     if shutil.which("node") is None or not (root / "node_modules" / "solc").is_dir():
         raise ConfigurationError(

@@ -54,7 +54,7 @@ class _Sender:
     def __init__(self, w3: Web3, account: LocalAccount) -> None:
         self.w3 = w3
         self.account = account
-        self.nonce = w3.eth.get_transaction_count(account.address, "pending")
+        self.nonce = int(w3.eth.get_transaction_count(account.address, "pending"))
 
     def send(self, tx: dict[str, Any], what: str) -> dict[str, Any]:
         tx = {**tx, "from": self.account.address, "nonce": self.nonce}
