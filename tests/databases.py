@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from granular.adapters.db.base import Base
 from granular.adapters.db.engine import make_engine
@@ -69,5 +69,7 @@ def migrated_engine(backend: str, tmp_dir: Path) -> Iterator[Engine]:
 def empty_all_tables(engine: Engine) -> None:
     """Delete every row, children first, so the next test starts from an empty schema."""
     with engine.begin() as connection:
+        existing = set(inspect(connection).get_table_names())
         for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(text(f'DELETE FROM "{table.name}"'))
+            if table.name in existing:
+                connection.execute(text(f'DELETE FROM "{table.name}"'))

@@ -23,3 +23,19 @@ class ValidationError(GranularError):
     """Input broke a rule. Subclasses name the rule."""
 
     code = "validation_error"
+
+
+class NotFound(GranularError):
+    code = "not_found"
+
+
+class Conflict(GranularError):
+    code = "conflict"
+
+
+class Unauthenticated(GranularError):
+    code = "unauthenticated"
+
+
+class Forbidden(GranularError):
+    code = "forbidden"

@@ -1,3 +1,5 @@
 """Every table module, imported so that Base.metadata knows them all (for Alembic)."""
 
 from __future__ import annotations
+
+from granular.adapters.db import accounts, devices  # noqa: F401

@@ -1,0 +1,180 @@
+"""Devices: one row per (organization, externalId)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Numeric,
+    String,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from granular.adapters.db.base import Base
+from granular.domain.devices import DeviceSpec
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("organization_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(64))
+    project_name: Mapped[str | None] = mapped_column(String(200))
+    country_code: Mapped[str] = mapped_column(String(3), index=True)
+    fuel_code: Mapped[str] = mapped_column(String(16), index=True)
+    device_type_code: Mapped[str] = mapped_column(String(16))
+    capacity_w: Mapped[int] = mapped_column(BigInteger)
+    commissioning_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    grid_interconnection: Mapped[bool] = mapped_column(Boolean)
+    off_taker: Mapped[str] = mapped_column(String(40))
+    yield_kwh_per_kw_year: Mapped[Decimal] = mapped_column(Numeric(12, 4))
+    latitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
+    longitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
+    description: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDevice:
+    id: int
+    organization_id: int
+    spec: DeviceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFilter:
+    organization_id: int | None = None
+    country_code: str | None = None
+    fuel_code: str | None = None
+    off_taker: str | None = None
+    device_type_code: str | None = None
+    capacity_min_w: int | None = None
+    capacity_max_w: int | None = None
+    device_ids_in: frozenset[int] | None = None
+    device_ids_not_in: frozenset[int] | None = None
+
+
+_SPEC_COLUMNS = (
+    "external_id",
+    "country_code",
+    "fuel_code",
+    "device_type_code",
+    "capacity_w",
+    "commissioning_date",
+    "grid_interconnection",
+    "off_taker",
+    "project_name",
+    "yield_kwh_per_kw_year",
+    "latitude",
+    "longitude",
+    "description",
+)
+
+
+def _spec(row: DeviceRow) -> DeviceSpec:
+    values: dict[str, Any] = {name: getattr(row, name) for name in _SPEC_COLUMNS}
+    moment = values["commissioning_date"]
+    if moment.tzinfo is None:  # SQLite returns naive datetimes; every stored one is UTC
+        values["commissioning_date"] = moment.replace(tzinfo=UTC)
+    for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
+        if values[name] is not None:
+            values[name] = _canonical(Decimal(values[name]))
+    return DeviceSpec(**values)
+
+
+def _canonical(number: Decimal) -> Decimal:
+    """Trailing zeros dropped, never an exponent: 1500.0000 → 1500, 36.800000 → 36.8."""
+    normal = number.normalize()
+    return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
+
+
+def _stored(row: DeviceRow) -> StoredDevice:
+    return StoredDevice(row.id, row.organization_id, _spec(row))
+
+
+def _normalised(spec: DeviceSpec) -> DeviceSpec:
+    """The spec as it reads back from storage, so that equality means 'nothing changed'."""
+    values = spec.as_columns()
+    for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
+        if values[name] is not None:
+            values[name] = _canonical(Decimal(values[name]))
+    return DeviceSpec(**values)
+
+
+def upsert_device(
+    *, session: Session, organization_id: int, spec: DeviceSpec, now: datetime
+) -> tuple[str, StoredDevice]:
+    """Create or update by (organization, externalId): "created", "updated" or "unchanged"."""
+    row = session.scalar(
+        select(DeviceRow).where(
+            DeviceRow.organization_id == organization_id,
+            DeviceRow.external_id == spec.external_id,
+        )
+    )
+    if row is None:
+        row = DeviceRow(organization_id=organization_id, created_at=now, updated_at=now)
+        for name, value in spec.as_columns().items():
+            setattr(row, name, value)
+        session.add(row)
+        session.flush()
+        return "created", _stored(row)
+    if _spec(row) == _normalised(spec):
+        return "unchanged", _stored(row)
+    for name, value in spec.as_columns().items():
+        setattr(row, name, value)
+    row.updated_at = now
+    session.flush()
+    return "updated", _stored(row)
+
+
+def get_device(
+    *, session: Session, organization_id: int | None, external_id: str
+) -> StoredDevice | None:
+    """A device by externalId, within an organization when one is given."""
+    query = select(DeviceRow).where(DeviceRow.external_id == external_id)
+    if organization_id is not None:
+        query = query.where(DeviceRow.organization_id == organization_id)
+    rows = session.scalars(query.limit(2)).all()
+    return _stored(rows[0]) if len(rows) == 1 else None
+
+
+def get_devices_by_id(*, session: Session, device_ids: list[int]) -> list[StoredDevice]:
+    rows = session.scalars(select(DeviceRow).where(DeviceRow.id.in_(device_ids))).all()
+    return [_stored(row) for row in rows]
+
+
+def list_devices(
+    *, session: Session, where: DeviceFilter, limit: int, offset: int
+) -> list[StoredDevice]:
+    query = select(DeviceRow)
+    for column, value in (
+        (DeviceRow.organization_id, where.organization_id),
+        (DeviceRow.country_code, where.country_code),
+        (DeviceRow.fuel_code, where.fuel_code),
+        (DeviceRow.off_taker, where.off_taker),
+        (DeviceRow.device_type_code, where.device_type_code),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if where.capacity_min_w is not None:
+        query = query.where(DeviceRow.capacity_w >= where.capacity_min_w)
+    if where.capacity_max_w is not None:
+        query = query.where(DeviceRow.capacity_w <= where.capacity_max_w)
+    if where.device_ids_in is not None:
+        query = query.where(DeviceRow.id.in_(where.device_ids_in))
+    if where.device_ids_not_in:
+        query = query.where(DeviceRow.id.not_in(where.device_ids_not_in))
+    query = query.order_by(DeviceRow.id).limit(limit).offset(offset)
+    return [_stored(row) for row in session.scalars(query)]

@@ -1,0 +1,33 @@
+"""The FastAPI application: built from its dependencies, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular import __version__
+from granular.api import errors
+from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from granular.api.routers import devices
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    *,
+    sessions: sessionmaker[Session],
+    clock: Callable[[], datetime] = utc_now,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    app = FastAPI(title="granular", version=__version__)
+    app.state.sessions = sessions
+    app.state.clock = clock
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    errors.install(app)
+    app.include_router(devices.router)
+    return app

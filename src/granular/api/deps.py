@@ -1,0 +1,41 @@
+"""Request-scoped dependencies: the caller, the session factory and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.accounts import Principal
+from granular.errors import Forbidden
+from granular.services.accounts import Role, authenticate
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    return sessions
+
+
+def get_now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return authenticate(sessions=request.app.state.sessions, authorization=authorization)
+
+
+Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
+Now = Annotated[datetime, Depends(get_now)]
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in {role.value for role in roles}:
+        allowed = ", ".join(role.value for role in roles)
+        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")

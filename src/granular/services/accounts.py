@@ -1,0 +1,93 @@
+"""API keys: created by the operator's CLI, shown once, stored as a sha256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.accounts import (
+    Principal,
+    add_api_key,
+    get_or_create_organization,
+    principal_for_key_hash,
+    revoke_api_key,
+)
+from granular.errors import Unauthenticated, ValidationError
+
+KEY_PREFIX = "gk"
+
+
+class Role(StrEnum):
+    ISSUER = "issuer"
+    DEVICE_OWNER = "device_owner"
+    BUYER = "buyer"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    key: str  # shown once, never stored
+    prefix: str
+    organization: str
+    role: Role
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random tokens, so a plain sha256 cannot be brute-forced."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_api_key(
+    *,
+    sessions: sessionmaker[Session],
+    organization: str,
+    role: str,
+    label: str | None,
+    now: datetime,
+) -> NewApiKey:
+    try:
+        the_role = Role(role)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise ValidationError(f"role: {role!r} is not one of {allowed}") from None
+    name = organization.strip()
+    if not 0 < len(name) <= 200:
+        raise ValidationError(f"organization: {organization!r} must be 1-200 characters")
+    prefix = secrets.token_hex(4)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    with sessions.begin() as session:
+        organization_id = get_or_create_organization(session=session, name=name, now=now)
+        add_api_key(
+            session=session,
+            organization_id=organization_id,
+            role=the_role.value,
+            key_hash=hash_key(key),
+            prefix=prefix,
+            label=label,
+            now=now,
+        )
+    return NewApiKey(key, prefix, name, the_role)
+
+
+def revoke(*, sessions: sessionmaker[Session], prefix: str, now: datetime) -> int:
+    with sessions.begin() as session:
+        return revoke_api_key(session=session, prefix=prefix, now=now)
+
+
+def authenticate(*, sessions: sessionmaker[Session], authorization: str | None) -> Principal:
+    """The principal behind an `Authorization: Bearer <key>` header."""
+    if not authorization:
+        raise Unauthenticated("Authorization: missing; send 'Bearer <API key>'")
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthenticated("Authorization: expected 'Bearer <API key>'")
+    with sessions() as session:
+        principal = principal_for_key_hash(session=session, key_hash=hash_key(key.strip()))
+    if principal is None:
+        raise Unauthenticated("Authorization: unknown or revoked API key")
+    return principal

@@ -1,0 +1,153 @@
+"""Registering devices (one, a list, or a D-REC CSV) and finding them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.devices import DeviceFilter, StoredDevice, list_devices, upsert_device
+from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, parse_device
+from granular.errors import ValidationError
+
+MAX_CSV_ROWS = 50_000
+
+
+class CsvInvalid(ValidationError):
+    code = "csv_invalid"
+
+    def __init__(self, message: str, details: Mapping[str, object]) -> None:
+        super().__init__(message)
+        self.details = dict(details)
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """What happened to one device: created, updated, unchanged or rejected."""
+
+    line: int  # CSV line number, or the index in a JSON list
+    status: str
+    external_id: str | None
+    device: StoredDevice | None = None
+    field: str | None = None
+    reason: str | None = None
+    code: str | None = None
+
+
+def register_devices(
+    *,
+    sessions: sessionmaker[Session],
+    organization_id: int,
+    rows: Sequence[tuple[int, Mapping[str, object] | str]],
+    now: datetime,
+) -> list[RowResult]:
+    """Store every valid row (by organization and externalId); reject the others, each with
+    its line, field and reason. A row repeating an earlier externalId of the same upload is
+    rejected, so an upload never depends on its own row order."""
+    results: list[RowResult] = []
+    first_line: dict[str, int] = {}
+    with sessions.begin() as session:
+        for line, raw in rows:
+            if isinstance(raw, str):  # the reader already knows what is wrong with it
+                results.append(RowResult(line, "rejected", None, None, "row", raw, "csv_row"))
+                continue
+            external_id = raw.get("externalId")
+            shown = external_id if isinstance(external_id, str) else None
+            try:
+                spec = parse_device(raw, now=now)
+            except DeviceFieldInvalid as error:
+                results.append(
+                    RowResult(line, "rejected", shown, None, error.field, error.rule, error.code)
+                )
+                continue
+            if spec.external_id in first_line:
+                results.append(
+                    RowResult(
+                        line,
+                        "rejected",
+                        spec.external_id,
+                        None,
+                        "externalId",
+                        f"repeats line {first_line[spec.external_id]} of this upload",
+                        "duplicate_in_upload",
+                    )
+                )
+                continue
+            first_line[spec.external_id] = line
+            status, stored = upsert_device(
+                session=session, organization_id=organization_id, spec=spec, now=now
+            )
+            results.append(RowResult(line, status, spec.external_id, stored))
+    return results
+
+
+def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
+    """(line number, row) for each data row of a D-REC device CSV. The header must name
+    every required column and no unknown one; blank lines are skipped."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CsvInvalid(
+            f"file: not UTF-8 (byte {error.start})", {"field": "file", "rule": "UTF-8"}
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise CsvInvalid("file: empty; expected a header row", {"field": "file"}) from None
+    unknown = [name for name in header if name not in COLUMNS]
+    missing = [name for name in REQUIRED if name not in header]
+    if unknown or missing:
+        raise CsvInvalid(
+            f"header: unknown columns {unknown}, missing columns {missing}",
+            {"field": "header", "unknown": unknown, "missing": missing, "known": list(COLUMNS)},
+        )
+    rows: list[tuple[int, Mapping[str, object] | str]] = []
+    for record in reader:
+        if not any(cell.strip() for cell in record):
+            continue
+        line = reader.line_num
+        if len(record) != len(header):
+            rows.append((line, f"has {len(record)} cells; the header has {len(header)}"))
+            continue
+        rows.append((line, dict(zip(header, record, strict=True))))
+        if len(rows) > MAX_CSV_ROWS:
+            raise CsvInvalid(
+                f"file: more than {MAX_CSV_ROWS} rows; split the upload",
+                {"field": "file", "max_rows": MAX_CSV_ROWS},
+            )
+    return rows
+
+
+def find_devices(
+    *, sessions: sessionmaker[Session], where: DeviceFilter, limit: int, offset: int
+) -> list[StoredDevice]:
+    with sessions() as session:
+        return list_devices(session=session, where=where, limit=limit, offset=offset)
+
+
+def device_json(device: StoredDevice, organization: str | None = None) -> dict[str, Any]:
+    spec = device.spec
+    body: dict[str, Any] = {
+        "id": device.id,
+        "externalId": spec.external_id,
+        "projectName": spec.project_name,
+        "countryCode": spec.country_code,
+        "fuelCode": spec.fuel_code,
+        "deviceTypeCode": spec.device_type_code,
+        "capacity": spec.capacity_w,
+        "commissioningDate": spec.commissioning_date.isoformat(),
+        "gridInterconnection": spec.grid_interconnection,
+        "offTaker": spec.off_taker,
+        "yieldValue": format(spec.yield_kwh_per_kw_year, "f"),
+        "latitude": None if spec.latitude is None else format(spec.latitude, "f"),
+        "longitude": None if spec.longitude is None else format(spec.longitude, "f"),
+        "description": spec.description,
+        "organizationId": device.organization_id,
+    }
+    return body

@@ -1,0 +1,217 @@
+"""/devices: one device, a JSON list, a D-REC CSV; access by organization and role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import Keys
+
+HEADER = (
+    "externalId,projectName,countryCode,fuelCode,deviceTypeCode,capacity,commissioningDate,"
+    "gridInterconnection,offTaker,yieldValue,latitude,longitude"
+)
+
+
+def device(external_id: str = "site-1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "externalId": external_id,
+        "projectName": "Mini-grid Kisumu",
+        "countryCode": "KEN",
+        "fuelCode": "ES100",
+        "deviceTypeCode": "TC110",
+        "capacity": 50_000,
+        "commissioningDate": "2024-03-01",
+        "gridInterconnection": False,
+        "offTaker": "Health Facility",
+        "yieldValue": 1800,
+        "latitude": -0.0917,
+        "longitude": 34.768,
+    }
+    body.update(overrides)
+    return body
+
+
+def csv_upload(client: TestClient, headers: dict[str, str], text: str) -> Any:
+    files = {"file": ("devices.csv", text.encode(), "text/csv")}
+    return client.post("/devices/bulk", headers=headers, files=files)
+
+
+def test_create_then_unchanged_then_updated(client: TestClient, keys: Keys) -> None:
+    created = client.post("/devices", headers=keys.owner, json=device())
+    assert created.status_code == 201, created.text
+    assert created.json()["device"]["capacity"] == 50_000
+    assert created.json()["device"]["commissioningDate"] == "2024-03-01T00:00:00+00:00"
+    again = client.post("/devices", headers=keys.owner, json=device())
+    assert (again.status_code, again.json()["status"]) == (200, "unchanged")
+    changed = client.post("/devices", headers=keys.owner, json=device(capacity=60_000))
+    assert (changed.status_code, changed.json()["status"]) == (200, "updated")
+    listed = client.get("/devices", headers=keys.owner).json()["devices"]
+    assert [(d["externalId"], d["capacity"]) for d in listed] == [("site-1", 60_000)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("externalId", "site 1", "must be 1-64 letters, digits, - or _"),
+        ("capacity", 0, "must be > 0"),
+        ("capacity", "12.5", "must be a whole number of W"),
+        ("commissioningDate", "2027-01-01", "is in the future"),
+        ("offTaker", "Spaceport", "must be one of"),
+        ("latitude", 90.5, "must lie in [-90, 90]"),
+        ("countryCode", None, "is required"),
+    ],
+    ids=[
+        "externalId-space",
+        "capacity-zero",
+        "capacity-fraction",
+        "commissioning-future",
+        "offTaker-unknown",
+        "latitude-over",
+        "countryCode-missing",
+    ],
+)
+def test_a_bad_field_is_named_with_its_rule(
+    client: TestClient, keys: Keys, field: str, value: Any, rule: str
+) -> None:
+    response = client.post("/devices", headers=keys.owner, json=device(**{field: value}))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "device_rejected"
+    assert error["details"]["field"] == field
+    assert rule in error["details"]["reason"]
+    assert client.get("/devices", headers=keys.owner).json()["devices"] == []
+
+
+def test_unknown_field_is_refused(client: TestClient, keys: Keys) -> None:
+    response = client.post("/devices", headers=keys.owner, json=device(colour="red"))
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "colour"
+
+
+def test_a_list_stores_the_valid_and_reports_each(client: TestClient, keys: Keys) -> None:
+    payload = [device("a"), device("b", capacity=-5), device("c"), device("a")]
+    response = client.post("/devices", headers=keys.owner, json=payload)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["summary"] == {"created": 2, "updated": 0, "unchanged": 0, "rejected": 2}
+    statuses = [(r["index"], r["status"], r.get("field")) for r in body["results"]]
+    assert statuses == [
+        (0, "created", None),
+        (1, "rejected", "capacity"),
+        (2, "created", None),
+        (3, "rejected", "externalId"),
+    ]
+    assert "repeats line 0" in body["results"][3]["reason"]
+
+
+def test_external_id_is_unique_per_organization_not_across(client: TestClient, keys: Keys) -> None:
+    assert client.post("/devices", headers=keys.owner, json=device("x")).status_code == 201
+    assert client.post("/devices", headers=keys.other_owner, json=device("x")).status_code == 201
+    everyone = client.get("/devices", headers=keys.buyer).json()["devices"]
+    assert len(everyone) == 2
+    own = client.get("/devices", headers=keys.other_owner).json()["devices"]
+    assert len(own) == 1
+
+
+def test_csv_rows_are_created_or_rejected_with_line_and_reason(
+    client: TestClient, keys: Keys
+) -> None:
+    text = "\n".join(
+        [
+            HEADER,
+            "s-1,P,KEN,ES100,TC110,5000,2023-01-01,true,School,1500,-1.2,36.8",
+            "s-2,P,KEN,ES100,TC110,lots,2023-01-01,true,School,1500,-1.2,36.8",
+            "",
+            "s-3,P,NGA,ES100,TC110,7000,2023-01-01T00:00:00Z,no,Residential,,,",
+            "s-4,P,NGA,ES100,TC110,7000",
+        ]
+    )
+    response = csv_upload(client, keys.owner, text)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["line"], r["status"], r.get("field")) for r in results] == [
+        (2, "created", None),
+        (3, "rejected", "capacity"),
+        (5, "created", None),
+        (6, "rejected", "row"),
+    ]
+    assert results[1]["reason"] == "must be a whole number of W"
+    assert results[2]["device"]["yieldValue"] == "1500"
+    again = csv_upload(client, keys.owner, text).json()
+    assert again["summary"] == {"created": 0, "updated": 0, "unchanged": 2, "rejected": 2}
+    assert len(client.get("/devices", headers=keys.owner).json()["devices"]) == 2
+
+
+def test_csv_header_with_unknown_or_missing_columns_is_refused(
+    client: TestClient, keys: Keys
+) -> None:
+    response = csv_upload(client, keys.owner, "externalId,colour\nx,red\n")
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details["unknown"] == ["colour"]
+    assert "capacity" in details["missing"]
+
+
+def test_filters_used_by_buyers(client: TestClient, keys: Keys) -> None:
+    client.post(
+        "/devices",
+        headers=keys.owner,
+        json=[
+            device("small", capacity=1_000),
+            device("big", capacity=900_000, countryCode="NGA"),
+            device("wind", fuelCode="ES200", offTaker="Commercial", deviceTypeCode="TC120"),
+        ],
+    )
+
+    def ids(**query: Any) -> list[str]:
+        found = client.get("/devices", headers=keys.buyer, params=query).json()["devices"]
+        return sorted(d["externalId"] for d in found)
+
+    assert ids(countryCode="NGA") == ["big"]
+    assert ids(fuelCode="ES200") == ["wind"]
+    assert ids(offTaker="Commercial") == ["wind"]
+    assert ids(deviceTypeCode="TC110") == ["big", "small"]
+    assert ids(capacityMin=1_000, capacityMax=50_000) == ["small", "wind"]
+    assert ids(capacityMin=1_001) == ["big", "wind"]
+
+
+@pytest.mark.parametrize("role", ["buyer", "viewer"])
+def test_only_owners_and_the_issuer_write_devices(
+    client: TestClient, keys: Keys, role: str
+) -> None:
+    response = client.post("/devices", headers=getattr(keys, role), json=device())
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}],
+    ids=["missing", "unknown-key", "wrong-scheme"],
+)
+def test_every_endpoint_needs_a_key(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get("/devices", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_malformed_json_wrong_types_and_oversize_are_4xx(client: TestClient, keys: Keys) -> None:
+    headers = {**keys.owner, "Content-Type": "application/json"}
+    malformed = client.post("/devices", headers=headers, content=b'{"externalId": ')
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "malformed_json")
+    wrong_type = client.post("/devices", headers=headers, content=b'"just a string"')
+    assert (wrong_type.status_code, wrong_type.json()["error"]["code"]) == (422, "invalid_request")
+    big = client.post("/devices", headers=headers, content=b"[" + b" " * 2_100_000 + b"]")
+    assert (big.status_code, big.json()["error"]["code"]) == (413, "payload_too_large")
+
+    def chunks() -> Any:
+        for _ in range(30):
+            yield b" " * 100_000
+
+    streamed = client.post("/devices", headers=headers, content=chunks())
+    assert streamed.status_code == 413
+    missing = client.get("/nowhere", headers=keys.owner)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
