@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from granular import __version__
 from granular.api import errors
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from granular.api.routers import devices
+from granular.api.routers import devices, meter_reads
+from granular.domain.energy import MaxEnergyPolicy
 
 
 def utc_now() -> datetime:
@@ -23,11 +24,14 @@ def create_app(
     sessions: sessionmaker[Session],
     clock: Callable[[], datetime] = utc_now,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_energy_policy: MaxEnergyPolicy | None = None,
 ) -> FastAPI:
     app = FastAPI(title="granular", version=__version__)
     app.state.sessions = sessions
     app.state.clock = clock
+    app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
     app.include_router(devices.router)
+    app.include_router(meter_reads.router)
     return app

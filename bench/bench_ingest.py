@@ -1,0 +1,126 @@
+"""Meter-read ingestion (issue 3): reads validated per second in the core (target 50,000/s),
+reads per second through POST /meter-reads in batches of 1,000 on SQLite and PostgreSQL
+(target 5,000/s), and peak memory while ingesting 1,000,000 reads."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from granular.adapters.db.engine import make_engine, session_factory
+from granular.adapters.db.migrate import upgrade
+from granular.api.app import create_app
+from granular.domain.energy import DeviceProfile, MaxEnergyPolicy
+from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, RawRead, ReadKind
+from granular.domain.reads import validate_reads as validate
+from granular.services.accounts import create_api_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.databases import postgres_database
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+START = datetime(2016, 1, 1, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+BATCH = 1000
+
+
+def _core(reads: int = 200_000) -> dict[str, Any]:
+    profile = DeviceProfile("bench", 50_000, datetime(2015, 1, 1, tzinfo=UTC))
+    policy = MaxEnergyPolicy()
+    raws = [RawRead(ReadKind.DELTA, START + STEP * i, 400) for i in range(reads)]
+    state = DeviceReadState()
+    started = time.perf_counter()
+    for offset in range(0, reads, BATCH):
+        batch = validate(
+            raws[offset : offset + BATCH],
+            device=profile,
+            state=state,
+            recorded=InMemoryRecordedReads(),
+            policy=policy,
+            now=NOW,
+        )
+        state = batch.state
+    elapsed = time.perf_counter() - started
+    return {"reads": reads, "reads_per_s": round(reads / elapsed), "target_per_s": 50_000}
+
+
+def _bodies(count: int, device_count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Batches of 1,000 delta reads, round-robin over devices, 5 minutes apart."""
+    per_device = count // device_count
+    for offset in range(0, per_device, BATCH):
+        for d in range(device_count):
+            reads = [
+                {"endtimestamp": (START + STEP * (offset + i)).isoformat(), "value": 400}
+                for i in range(min(BATCH, per_device - offset))
+            ]
+            yield f"dev-{d}", {"type": "delta", "reads": reads}
+
+
+def _api(url: str, reads: int, device_count: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    key = create_api_key(
+        sessions=sessions, organization="bench", role="device_owner", label=None, now=NOW
+    ).key
+    headers = {"Authorization": f"Bearer {key}"}
+    app = create_app(sessions=sessions, clock=lambda: NOW)
+    rss_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with TestClient(app) as client:
+        for d in range(device_count):
+            client.post(
+                "/devices",
+                headers=headers,
+                json={
+                    "externalId": f"dev-{d}",
+                    "countryCode": "KEN",
+                    "fuelCode": "ES100",
+                    "deviceTypeCode": "TC110",
+                    "capacity": 50_000,
+                    "commissioningDate": "2015-01-01",
+                    "gridInterconnection": True,
+                    "offTaker": "School",
+                },
+            ).raise_for_status()
+        accepted = 0
+        started = time.perf_counter()
+        for index, (external_id, body) in enumerate(_bodies(reads, device_count)):
+            response = client.post(f"/meter-reads/{external_id}", headers=headers, json=body)
+            response.raise_for_status()
+            summary = response.json()["summary"]
+            accepted += summary["accepted"]
+            if index % 100 == 99:
+                print(f"   {accepted:,} reads accepted", flush=True)
+        elapsed = time.perf_counter() - started
+    engine.dispose()
+    rss_after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "reads": reads,
+        "accepted": accepted,
+        "reads_per_s": round(reads / elapsed),
+        "target_per_s": 5_000,
+        "peak_rss_mib": round(rss_after_kib / 1024),
+        "peak_rss_growth_mib": round((rss_after_kib - rss_before_kib) / 1024),
+    }
+
+
+def run() -> dict[str, Any]:
+    figures: dict[str, Any] = {"core": _core()}
+    print(f"  core: {figures['core']}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures["api_sqlite"] = _api(f"sqlite:///{tmp}/bench.db", 50_000, 5)
+        print(f"  api sqlite: {figures['api_sqlite']}", flush=True)
+    with postgres_database() as url:
+        figures["api_postgresql"] = _api(url, 50_000, 5)
+        print(f"  api postgresql: {figures['api_postgresql']}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures["million_sqlite"] = _api(f"sqlite:///{tmp}/million.db", 1_000_000, 10)
+    return figures

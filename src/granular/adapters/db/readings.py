@@ -1,0 +1,266 @@
+"""Meter reads: raw submissions kept as received, accepted reads in normal form, energy
+intervals, and one read-state row per device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from granular.adapters.db.base import Base
+from granular.domain.energy import EnergyInterval
+from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
+
+
+class ReadSubmissionRow(Base):
+    """One POST /meter-reads request as received, for audit."""
+
+    __tablename__ = "meter_read_submissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(8))
+    payload: Mapped[Any] = mapped_column(JSON)
+    read_count: Mapped[int] = mapped_column(Integer)
+    accepted_count: Mapped[int] = mapped_column(Integer)
+
+
+class MeterReadRow(Base):
+    """An accepted read in normal form; the key that makes re-submission idempotent."""
+
+    __tablename__ = "meter_reads"
+    __table_args__ = (UniqueConstraint("device_id", "kind", "end_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    start_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    value_wh: Mapped[int] = mapped_column(BigInteger)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("meter_read_submissions.id"))
+
+
+class EnergyIntervalRow(Base):
+    """`[start_at, end_at)` and its energy for one device; intervals never overlap."""
+
+    __tablename__ = "energy_intervals"
+    __table_args__ = (
+        UniqueConstraint("device_id", "start_at"),
+        Index("ix_energy_intervals_device_end", "device_id", "end_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    source_kind: Mapped[str] = mapped_column(String(16))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("meter_read_submissions.id"))
+
+
+class DeviceReadStateRow(Base):
+    __tablename__ = "device_read_states"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    last_kind: Mapped[str | None] = mapped_column(String(16))
+    last_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    baseline_kind: Mapped[str | None] = mapped_column(String(16))
+    last_aggregate_wh: Mapped[int | None] = mapped_column(BigInteger)
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored one is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def lock_read_state(*, session: Session, device_id: int) -> DeviceReadState:
+    """The device's read state, locked until the transaction ends (PostgreSQL row lock;
+    SQLite serialises writers itself). Creates the row on the first submission."""
+    query = select(DeviceReadStateRow).where(DeviceReadStateRow.device_id == device_id)
+    row = session.scalar(query.with_for_update())
+    if row is None:
+        session.add(DeviceReadStateRow(device_id=device_id))
+        session.flush()
+        return DeviceReadState()
+    return DeviceReadState(
+        last_kind=ReadKind(row.last_kind) if row.last_kind else None,
+        last_end=utc(row.last_end) if row.last_end else None,
+        baseline_kind=ReadKind(row.baseline_kind) if row.baseline_kind else None,
+        last_aggregate_wh=row.last_aggregate_wh,
+    )
+
+
+def save_read_state(*, session: Session, device_id: int, state: DeviceReadState) -> None:
+    row = session.get(DeviceReadStateRow, device_id)
+    assert row is not None, "lock_read_state creates the row first"
+    row.last_kind = state.last_kind.value if state.last_kind else None
+    row.last_end = state.last_end
+    row.baseline_kind = state.baseline_kind.value if state.baseline_kind else None
+    row.last_aggregate_wh = state.last_aggregate_wh
+
+
+def recorded_for(
+    *,
+    session: Session,
+    device_id: int,
+    device_key: str,
+    ends: Sequence[datetime],
+    history_span: tuple[datetime, datetime] | None,
+) -> InMemoryRecordedReads:
+    """What one request can touch: the stored reads at its end timestamps, and the stored
+    intervals overlapping the span of its history reads."""
+    reads: list[MeterRead] = []
+    for chunk in _chunks(sorted(set(ends)), 500):
+        rows = session.execute(
+            select(
+                MeterReadRow.kind, MeterReadRow.end_at, MeterReadRow.value_wh, MeterReadRow.start_at
+            ).where(MeterReadRow.device_id == device_id, MeterReadRow.end_at.in_(chunk))
+        )
+        reads.extend(
+            MeterRead(ReadKind(kind), utc(end), value, utc(start) if start else None)
+            for kind, end, value, start in rows
+        )
+    intervals: list[EnergyInterval] = []
+    if history_span is not None:
+        start, end = history_span
+        rows = session.execute(
+            select(
+                EnergyIntervalRow.start_at, EnergyIntervalRow.end_at, EnergyIntervalRow.energy_wh
+            ).where(
+                EnergyIntervalRow.device_id == device_id,
+                EnergyIntervalRow.start_at < end,
+                EnergyIntervalRow.end_at > start,
+            )
+        )
+        intervals = [EnergyInterval(device_key, utc(s), utc(e), wh) for s, e, wh in rows]
+    return InMemoryRecordedReads(reads, intervals)
+
+
+def _chunks(items: list[datetime], size: int) -> Iterable[list[datetime]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+def add_submission(
+    *,
+    session: Session,
+    device_id: int,
+    api_key_id: int | None,
+    received_at: datetime,
+    kind: str,
+    unit: str,
+    payload: Any,
+    read_count: int,
+    accepted_count: int,
+) -> int:
+    row = ReadSubmissionRow(
+        device_id=device_id,
+        api_key_id=api_key_id,
+        received_at=received_at,
+        kind=kind,
+        unit=unit,
+        payload=payload,
+        read_count=read_count,
+        accepted_count=accepted_count,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def add_reads_and_intervals(
+    *,
+    session: Session,
+    device_id: int,
+    submission_id: int,
+    reads: Sequence[MeterRead],
+    intervals: Sequence[tuple[EnergyInterval, ReadKind]],
+) -> None:
+    """Bulk inserts (one statement each) of the accepted reads and their intervals."""
+    if reads:
+        session.execute(
+            insert(MeterReadRow),
+            [
+                {
+                    "device_id": device_id,
+                    "kind": read.kind.value,
+                    "start_at": read.start,
+                    "end_at": read.end,
+                    "value_wh": read.value_wh,
+                    "submission_id": submission_id,
+                }
+                for read in reads
+            ],
+        )
+    if intervals:
+        session.execute(
+            insert(EnergyIntervalRow),
+            [
+                {
+                    "device_id": device_id,
+                    "start_at": interval.start,
+                    "end_at": interval.end,
+                    "energy_wh": interval.energy_wh,
+                    "source_kind": kind.value,
+                    "submission_id": submission_id,
+                }
+                for interval, kind in intervals
+            ],
+        )
+
+
+def list_intervals(
+    *,
+    session: Session,
+    device_id: int,
+    device_key: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[EnergyInterval]:
+    """Intervals overlapping `[start, end)`, oldest first."""
+    rows = session.execute(
+        select(EnergyIntervalRow.start_at, EnergyIntervalRow.end_at, EnergyIntervalRow.energy_wh)
+        .where(
+            EnergyIntervalRow.device_id == device_id,
+            EnergyIntervalRow.start_at < end,
+            EnergyIntervalRow.end_at > start,
+        )
+        .order_by(EnergyIntervalRow.start_at)
+        .limit(limit)
+    )
+    return [EnergyInterval(device_key, utc(s), utc(e), wh) for s, e, wh in rows]
+
+
+def energy_between(
+    *, session: Session, device_ids: Sequence[int], start: datetime, end: datetime
+) -> int:
+    """Energy of intervals lying wholly inside `[start, end)` for the devices (Wh)."""
+    if not device_ids:
+        return 0
+    total = session.scalar(
+        select(func.coalesce(func.sum(EnergyIntervalRow.energy_wh), 0)).where(
+            EnergyIntervalRow.device_id.in_(device_ids),
+            EnergyIntervalRow.start_at >= start,
+            EnergyIntervalRow.end_at <= end,
+        )
+    )
+    return int(total or 0)

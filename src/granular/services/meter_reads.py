@@ -1,0 +1,158 @@
+"""Ingesting meter reads: validate one request's reads in order, store what was accepted,
+keep the request as received. One database transaction per request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.accounts import Principal
+from granular.adapters.db.devices import StoredDevice, get_device
+from granular.adapters.db.readings import (
+    add_reads_and_intervals,
+    add_submission,
+    list_intervals,
+    lock_read_state,
+    recorded_for,
+    save_read_state,
+)
+from granular.domain.energy import DeviceProfile, EnergyInterval, MaxEnergyPolicy
+from granular.domain.reads import RawRead, ReadBatch, ReadKind, validate_reads
+from granular.domain.units import EnergyUnit
+from granular.errors import Conflict, NotFound
+
+MAX_READS_PER_REQUEST = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedRead:
+    """One read of the request body, its D-REC field names already mapped."""
+
+    end: datetime
+    value: Decimal
+    start: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    device: StoredDevice
+    submission_id: int
+    batch: ReadBatch
+
+
+def device_profile(device: StoredDevice) -> DeviceProfile:
+    spec = device.spec
+    return DeviceProfile(
+        device=spec.external_id,
+        capacity_w=spec.capacity_w,
+        commissioning_date=spec.commissioning_date,
+        yield_kwh_per_kw_year=spec.yield_kwh_per_kw_year,
+    )
+
+
+def _device_of(session: Session, organization_id: int, external_id: str) -> StoredDevice:
+    device = get_device(session=session, organization_id=organization_id, external_id=external_id)
+    if device is None:
+        raise NotFound(f"externalId: no device {external_id!r} in your organization")
+    return device
+
+
+def _utc_or_none(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC) if moment is not None and moment.tzinfo else None
+
+
+def ingest_reads(
+    *,
+    sessions: sessionmaker[Session],
+    caller: Principal,
+    external_id: str,
+    kind: ReadKind,
+    unit: EnergyUnit,
+    reads: Sequence[SubmittedRead],
+    payload: Mapping[str, Any],
+    policy: MaxEnergyPolicy,
+    now: datetime,
+) -> IngestResult:
+    """Validate `reads` in order against the device's stored state and each other; store
+    the accepted reads, their intervals, the new state and the request, atomically."""
+    raws = [RawRead(kind, read.end, read.value, read.start, unit) for read in reads]
+    ends = [end for end in (_utc_or_none(r.end) for r in reads) if end is not None]
+    starts = [start for start in (_utc_or_none(r.start) for r in reads) if start is not None]
+    span = (min(starts), max(ends)) if kind is ReadKind.HISTORY and starts and ends else None
+    try:
+        with sessions.begin() as session:
+            device = _device_of(session, caller.organization_id, external_id)
+            state = lock_read_state(session=session, device_id=device.id)
+            recorded = recorded_for(
+                session=session,
+                device_id=device.id,
+                device_key=external_id,
+                ends=ends,
+                history_span=span,
+            )
+            batch = validate_reads(
+                raws,
+                device=device_profile(device),
+                state=state,
+                recorded=recorded,
+                policy=policy,
+                now=now,
+            )
+            submission_id = add_submission(
+                session=session,
+                device_id=device.id,
+                api_key_id=caller.api_key_id,
+                received_at=now,
+                kind=kind.value,
+                unit=unit.value,
+                payload=dict(payload),
+                read_count=len(reads),
+                accepted_count=len(batch.accepted_reads),
+            )
+            add_reads_and_intervals(
+                session=session,
+                device_id=device.id,
+                submission_id=submission_id,
+                reads=batch.accepted_reads,
+                intervals=[
+                    (outcome.interval, outcome.read.kind)
+                    for outcome in batch.outcomes
+                    if outcome.interval is not None and outcome.read is not None
+                ],
+            )
+            save_read_state(session=session, device_id=device.id, state=batch.state)
+    except IntegrityError:
+        # Another request for the same device committed first (SQLite has no row lock):
+        # nothing of this one was stored, so a retry is safe and counts nothing twice.
+        raise Conflict(
+            f"externalId {external_id!r}: another submission for this device was stored at "
+            "the same time; nothing of this one was kept, send it again"
+        ) from None
+    return IngestResult(device, submission_id, batch)
+
+
+def read_intervals(
+    *,
+    sessions: sessionmaker[Session],
+    caller: Principal,
+    external_id: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[EnergyInterval]:
+    with sessions() as session:
+        device = _device_of(session, caller.organization_id, external_id)
+        return list_intervals(
+            session=session,
+            device_id=device.id,
+            device_key=external_id,
+            start=start,
+            end=end,
+            limit=limit,
+        )

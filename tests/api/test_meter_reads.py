@@ -1,0 +1,226 @@
+"""POST/GET /meter-reads/{externalId}: every read accepted, warned or rejected with its rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.readings import EnergyIntervalRow, ReadSubmissionRow
+from tests.api.conftest import Keys
+from tests.api.test_devices import device
+
+
+@pytest.fixture
+def site(client: TestClient, keys: Keys) -> str:
+    # 50 kW, commissioned 2024-03-01, yield 1800 kWh/kW/year: the D-REC bound for one hour
+    # in mid-2026 is about 12.2 kWh, the physical bound 50 kWh.
+    response = client.post("/devices", headers=keys.owner, json=device("site-1"))
+    assert response.status_code == 201
+    return "site-1"
+
+
+def post(client: TestClient, keys: Keys, body: dict[str, Any], external_id: str = "site-1") -> Any:
+    response = client.post(f"/meter-reads/{external_id}", headers=keys.owner, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def hour(h: int) -> str:
+    return f"2026-06-01T{h:02d}:00:00Z"
+
+
+def statuses(answer: Any) -> list[str]:
+    return [read["status"] for read in answer["reads"]]
+
+
+def test_history_reads_become_intervals(client: TestClient, keys: Keys, site: str) -> None:
+    answer = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "unit": "kWh",
+            "reads": [
+                {"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 10.5},
+                {"starttimestamp": hour(9), "endtimestamp": hour(10), "value": "11.25"},
+            ],
+        },
+    )
+    assert statuses(answer) == ["accepted", "accepted"]
+    assert answer["reads"][0]["interval"] == {
+        "start": "2026-06-01T08:00:00+00:00",
+        "end": "2026-06-01T09:00:00+00:00",
+        "energyWh": 10_500,
+    }
+    got = client.get("/meter-reads/site-1", headers=keys.owner, params={"start": hour(0)}).json()
+    assert got["totalWh"] == 21_750
+    assert [i["energyWh"] for i in got["intervals"]] == [10_500, 11_250]
+
+
+def test_delta_first_read_sets_the_baseline(client: TestClient, keys: Keys, site: str) -> None:
+    answer = post(
+        client,
+        keys,
+        {
+            "type": "delta",
+            "reads": [
+                {"endtimestamp": hour(8), "value": 999},
+                {"endtimestamp": hour(9), "value": 4000},
+            ],
+        },
+    )
+    assert statuses(answer) == ["accepted", "accepted"]
+    assert answer["reads"][0]["baselineOnly"] is True
+    assert answer["reads"][0]["interval"] is None
+    assert answer["reads"][1]["interval"]["energyWh"] == 4000
+
+
+def test_reads_of_one_request_are_checked_against_each_other(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    answer = post(
+        client,
+        keys,
+        {
+            "type": "aggregate",
+            "reads": [
+                {"endtimestamp": hour(8), "value": 100_000},
+                {"endtimestamp": hour(9), "value": 105_000},
+                {"endtimestamp": hour(10), "value": 104_000},  # below the read just before
+                {"endtimestamp": hour(11), "value": 110_000},
+            ],
+        },
+    )
+    assert statuses(answer) == ["accepted", "accepted", "rejected", "accepted"]
+    error = answer["reads"][2]["error"]
+    assert error["code"] == "aggregate_decreased"
+    assert "104000" in error["message"] and "105000" in error["message"]
+    assert answer["reads"][3]["interval"]["energyWh"] == 5_000  # from 105,000, not 104,000
+
+
+def test_resubmitting_is_idempotent(
+    client: TestClient, keys: Keys, site: str, sessions: sessionmaker[Session]
+) -> None:
+    body = {
+        "type": "delta",
+        "reads": [{"endtimestamp": hour(h), "value": 3000} for h in range(6, 12)],
+    }
+    post(client, keys, body)
+    again = post(client, keys, body)
+    assert statuses(again) == ["duplicate"] * 6
+    got = client.get("/meter-reads/site-1", headers=keys.owner).json()
+    assert got["totalWh"] == 15_000
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EnergyIntervalRow)) == 5
+        payloads = session.scalars(select(ReadSubmissionRow.payload)).all()
+    assert payloads == [body, body]  # both requests kept as received
+
+
+def test_a_changed_value_for_a_stored_read_is_a_conflict(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    first = {"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 5000}
+    post(client, keys, {"type": "history", "reads": [first]})
+    answer = post(client, keys, {"type": "history", "reads": [{**first, "value": 5001}]})
+    assert answer["reads"][0]["error"]["code"] == "read_conflict"
+
+
+@pytest.mark.parametrize(
+    ("value_wh", "status", "rule"),
+    [
+        (12_000, "accepted", None),
+        (13_000, "rejected", "drec"),
+        (50_001, "rejected", "physical"),
+    ],
+    ids=["under-drec", "over-drec", "over-physical"],
+)
+def test_max_energy_rule_is_named_with_its_numbers(
+    client: TestClient, keys: Keys, site: str, value_wh: int, status: str, rule: str | None
+) -> None:
+    answer = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [{"starttimestamp": hour(8), "endtimestamp": hour(9), "value": value_wh}],
+        },
+    )
+    assert statuses(answer) == [status]
+    if rule is not None:
+        error = answer["reads"][0]["error"]
+        assert error["code"] == "energy_exceeds_bound"
+        assert rule in error["message"] and str(value_wh) in error["message"]
+
+
+def test_old_history_is_accepted_with_a_warning(client: TestClient, keys: Keys) -> None:
+    client.post("/devices", headers=keys.owner, json=device("old", commissioningDate="2020-01-01"))
+    answer = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [
+                {
+                    "starttimestamp": "2023-01-01T00:00:00Z",
+                    "endtimestamp": "2023-01-01T01:00:00Z",
+                    "value": 1000,
+                }
+            ],
+        },
+        external_id="old",
+    )
+    assert statuses(answer) == ["accepted_with_warning"]
+    assert answer["reads"][0]["warnings"][0]["code"] == "history_older_than_3_years"
+
+
+@pytest.mark.parametrize(
+    ("read", "code"),
+    [
+        ({"endtimestamp": "2026-06-01T09:00:00", "value": 1}, "naive_timestamp"),
+        ({"endtimestamp": hour(9), "value": -1}, "negative_value"),
+        ({"endtimestamp": hour(9), "value": "0.5"}, "fractional_wh"),
+        ({"endtimestamp": "2026-07-01T00:00:00Z", "value": 1}, "read_in_future"),
+    ],
+    ids=["naive", "negative", "fraction-of-wh", "future"],
+)
+def test_bad_reads_are_rejected_one_by_one(
+    client: TestClient, keys: Keys, site: str, read: dict[str, Any], code: str
+) -> None:
+    good = {"endtimestamp": hour(8), "value": 1}
+    answer = post(client, keys, {"type": "delta", "reads": [good, read]})
+    assert statuses(answer) == ["accepted", "rejected"]
+    assert answer["reads"][1]["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": 1, "extra": 2}]},
+        {"type": "monthly", "reads": [{"endtimestamp": hour(8), "value": 1}]},
+        {"type": "delta", "reads": [{"endtimestamp": "yesterday", "value": 1}]},
+        {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": "lots"}]},
+        {"type": "delta", "unit": "GWh", "reads": [{"endtimestamp": hour(8), "value": 1}]},
+        {"type": "delta", "reads": []},
+    ],
+    ids=["unknown-field", "unknown-type", "bad-timestamp", "bad-value", "bad-unit", "no-reads"],
+)
+def test_malformed_requests_are_422(
+    client: TestClient, keys: Keys, site: str, body: dict[str, Any]
+) -> None:
+    response = client.post("/meter-reads/site-1", headers=keys.owner, json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_only_the_owning_organization_reads_and_writes(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    body = {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": 1}]}
+    other = client.post("/meter-reads/site-1", headers=keys.other_owner, json=body)
+    assert other.status_code == 404
+    assert client.get("/meter-reads/site-1", headers=keys.other_owner).status_code == 404
+    assert client.post("/meter-reads/site-1", headers=keys.buyer, json=body).status_code == 403
