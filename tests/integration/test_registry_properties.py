@@ -24,7 +24,7 @@ from granular.domain.slices import (
     SliceRuleViolation,
     SliceState,
 )
-from tests.integration.chain import Chain
+from tests.integration.chain import Chain, normalise
 
 WALLETS = 4  # indices into the wallet pool; the issuer is wallet 0
 
@@ -78,12 +78,6 @@ INITIAL = [  # (holder wallet, kind, quantity): two holders, both kinds, some eq
 ]
 
 
-def _normalise(value: Any) -> Any:
-    if isinstance(value, str) and Web3.is_address(value):
-        return Web3.to_checksum_address(value)
-    return value
-
-
 def _run_chain(chain: Chain, call: Any, sender: str) -> tuple[str, tuple[Any, ...]] | None:
     """None when the transaction succeeded, else the decoded custom error."""
     try:
@@ -91,7 +85,7 @@ def _run_chain(chain: Chain, call: Any, sender: str) -> tuple[str, tuple[Any, ..
     except ContractCustomError as error:
         decoded = chain.decoder.decode(str(error.data))
         assert decoded is not None, f"unknown revert data {error.data}"
-        return decoded.name, tuple(_normalise(v) for v in decoded.args)
+        return decoded.name, tuple(normalise(v) for v in decoded.args)
     return None
 
 
@@ -147,7 +141,7 @@ def _check_sequence(chain: Chain, w3: Web3, pool: list[str], steps: list[Command
             model_call()
             expected = None
         except SliceRuleViolation as violation:
-            values = tuple(role if v == "ISSUER_ROLE" else _normalise(v) for v in violation.values)
+            values = tuple(role if v == "ISSUER_ROLE" else normalise(v) for v in violation.values)
             expected = (violation.error, values)
         outcome = _run_chain(chain, chain_call, caller)
         assert outcome == expected, f"{step}: chain {outcome}, model {expected}"

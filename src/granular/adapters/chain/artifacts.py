@@ -10,6 +10,7 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
 from granular.errors import ConfigurationError
 from granular.paths import artifacts_dir
@@ -79,4 +80,11 @@ class ErrorDecoder:
         if found is None:
             return None
         name, types = found
-        return DecodedError(name, tuple(abi_decode(types, raw[4:])))
+        values = abi_decode(types, raw[4:])
+        return DecodedError(
+            name,
+            tuple(
+                to_checksum_address(v) if t == "address" else v
+                for t, v in zip(types, values, strict=True)
+            ),
+        )

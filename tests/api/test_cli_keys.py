@@ -1,0 +1,50 @@
+"""`granular api-key create/revoke`: the key printed once works, is stored hashed, and stops
+working when revoked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from granular.adapters.db.accounts import ApiKeyRow
+from granular.adapters.db.engine import make_engine, session_factory
+from granular.api.app import create_app
+from granular.cli import main
+
+
+def test_created_key_authenticates_until_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", url)
+    assert main(["api-key", "create", "--organization", "Solar Co", "--role", "buyer"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    prefix = key.split("_")[1]
+
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        stored = session.scalars(select(ApiKeyRow)).one()
+    assert stored.role == "buyer"
+    assert key not in stored.key_hash and len(stored.key_hash) == 64
+
+    client = TestClient(create_app(sessions=sessions))
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/devices", headers=headers).status_code == 200
+
+    assert main(["api-key", "revoke", prefix]) == 0
+    assert client.get("/devices", headers=headers).status_code == 401
+    assert main(["api-key", "revoke", prefix]) == 1  # nothing left to revoke
+    engine.dispose()
+
+
+def test_unknown_role_is_refused_by_the_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["api-key", "create", "--organization", "X", "--role", "admin"])
+    assert exit_info.value.code == 2
