@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.readings import EnergyIntervalRow, ReadSubmissionRow
+from granular.domain.energy import MaxEnergyPolicy
 from tests.api.conftest import Keys
 from tests.api.test_devices import device
 
@@ -224,3 +227,65 @@ def test_only_the_owning_organization_reads_and_writes(
     assert other.status_code == 404
     assert client.get("/meter-reads/site-1", headers=keys.other_owner).status_code == 404
     assert client.post("/meter-reads/site-1", headers=keys.buyer, json=body).status_code == 403
+
+
+def test_concurrent_overlapping_history_is_stored_once(
+    client: TestClient,
+    keys: Keys,
+    site: str,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first request pauses after reading what is stored, long enough for the second to
+    read the same if nothing locked the device; with the lock the second waits, then sees
+    the first one's interval and rejects its overlapping read."""
+    import threading
+    import time
+
+    from granular.services import meter_reads as service
+    from granular.services.accounts import authenticate
+
+    read_recorded = service.recorded_for
+    first = threading.Event()
+
+    def slow_recorded(**kwargs: Any) -> Any:
+        found = read_recorded(**kwargs)
+        if not first.is_set():
+            first.set()
+            time.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(service, "recorded_for", slow_recorded)
+    caller = authenticate(sessions=sessions, authorization=keys.owner["Authorization"])
+    outcomes: list[str] = []
+
+    def submit(start: int) -> None:
+        if start == 9:
+            first.wait(5)
+        result = service.ingest_reads(
+            sessions=sessions,
+            caller=caller,
+            external_id=site,
+            kind=service.ReadKind.HISTORY,
+            unit=service.EnergyUnit.WH,
+            reads=[
+                service.SubmittedRead(
+                    datetime.fromisoformat(hour(start + 2)),
+                    Decimal(1000),
+                    datetime.fromisoformat(hour(start)),
+                )
+            ],
+            payload={},
+            policy=MaxEnergyPolicy(),
+            now=datetime(2026, 6, 15, tzinfo=UTC),
+        )
+        outcomes.append(result.batch.outcomes[0].status.value)
+
+    threads = [threading.Thread(target=submit, args=(start,)) for start in (8, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["accepted", "rejected"]
+    got = client.get("/meter-reads/site-1", headers=keys.owner).json()
+    assert got["totalWh"] == 1000

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from granular import __version__
 from granular.api import errors
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from granular.api.routers import devices, meter_reads
+from granular.api.routers import devices, meter_reads, reservations
 from granular.domain.energy import MaxEnergyPolicy
 
 
@@ -33,5 +33,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
     app.include_router(devices.router)
+    app.include_router(reservations.router)
     app.include_router(meter_reads.router)
     return app

@@ -19,10 +19,12 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base
+from granular.adapters.db.devices import DeviceRow
 from granular.domain.energy import EnergyInterval
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
 
@@ -92,10 +94,22 @@ def utc(moment: datetime) -> datetime:
 
 
 def lock_read_state(*, session: Session, device_id: int) -> DeviceReadState:
-    """The device's read state, locked until the transaction ends (PostgreSQL row lock;
-    SQLite serialises writers itself). Creates the row on the first submission."""
+    """The device's read state, locked until the transaction ends. Creates the row on the
+    device's first submission.
+
+    The lock is a no-op UPDATE of the device's row, which always exists: on PostgreSQL it
+    takes the row lock (no key columns change, so inserts referencing the device are not
+    blocked), and on SQLite it starts the write transaction now; the driver would otherwise
+    begin it at the first INSERT, after this request had read a state that another writer
+    is about to change."""
+    session.execute(
+        update(DeviceRow)
+        .where(DeviceRow.id == device_id)
+        .values(updated_at=DeviceRow.updated_at)
+        .execution_options(synchronize_session=False)
+    )
     query = select(DeviceReadStateRow).where(DeviceReadStateRow.device_id == device_id)
-    row = session.scalar(query.with_for_update())
+    row = session.scalar(query)
     if row is None:
         session.add(DeviceReadStateRow(device_id=device_id))
         session.flush()

@@ -17,6 +17,7 @@ from granular.services.devices import (
     read_csv,
     register_devices,
 )
+from granular.services.reservations import reservable_filter
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 WRITERS = (Role.DEVICE_OWNER, Role.ISSUER)
@@ -96,12 +97,14 @@ def _summary(results: list[RowResult], line_key: str) -> dict[str, Any]:
 def get_devices(
     caller: Caller,
     sessions: Sessions,
+    now: Now,
     country_code: Annotated[str | None, Query(alias="countryCode")] = None,
     fuel_code: Annotated[str | None, Query(alias="fuelCode")] = None,
     off_taker: Annotated[str | None, Query(alias="offTaker")] = None,
     device_type_code: Annotated[str | None, Query(alias="deviceTypeCode")] = None,
     capacity_min: Annotated[int | None, Query(alias="capacityMin", ge=0)] = None,
     capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0)] = None,
+    reservable: Annotated[bool | None, Query(alias="reservable")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -115,5 +118,8 @@ def get_devices(
         capacity_min_w=capacity_min,
         capacity_max_w=capacity_max,
     )
+    # reservable: held by no reservation and released by none in the last 12 h (or, when
+    # false, the opposite)
+    where = reservable_filter(sessions=sessions, where=where, reservable=reservable, now=now)
     devices = find_devices(sessions=sessions, where=where, limit=limit, offset=offset)
     return {"devices": [device_json(d) for d in devices], "limit": limit, "offset": offset}

@@ -1,0 +1,524 @@
+"""Reservations: create, change, end and show them (DESIGN.md §4 "Windows and reservations").
+
+The rules are `granular.domain.reservations`; this module fetches what they need (the
+bookings of the devices concerned, `now`), calls them, and stores the result.
+
+- Status: `ended` once DELETE recorded `ended_at`; `completed` once the issuance service
+  recorded `completed_at` (target met without authority to exceed) or `end` has passed;
+  `live` otherwise. Only a live reservation can change or be ended.
+- A device's stint in a reservation ends at the earliest of its own release (removed by
+  PATCH), the reservation's `ended_at`, `completed_at` and `end`. Another reservation may
+  take the device 12 h after that (the domain's cool-down), for a period that does not
+  overlap the one this reservation covered.
+- Volumes: `requested_wh` is the energy known for the reservation's devices within the
+  period each one covered (intervals lying wholly inside it). `issued_wh`, `failed_wh` and
+  `leftover_wh` are columns of the reservation that the issuance service will write; it is
+  not built yet, so they read 0.
+- Access: only a buyer creates, changes or ends a reservation, and only its own
+  organization's; issuers and viewers read every reservation; another organization's buyer
+  is told a reservation does not exist (404), never that it belongs to someone else.
+- Concurrency: every booking transaction starts by locking the devices (and the
+  reservation) it touches (see `granular.adapters.db.reservations`), so two reservations
+  racing for one device never both win: the second waits, then sees the first's booking.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from eth_utils.address import is_checksum_address, to_checksum_address
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.db.accounts import Principal
+from granular.adapters.db.devices import DeviceFilter
+from granular.adapters.db.readings import energy_between
+from granular.adapters.db.reservations import (
+    BookingRecord,
+    NewReservationRow,
+    StoredReservation,
+    add_devices,
+    add_reservation,
+    booking_records,
+    end_reservation,
+    get_reservation,
+    list_reservations,
+    lock_devices,
+    lock_reservation,
+    recent_booking_records,
+    release_devices,
+    update_terms,
+)
+from granular.domain.gas import Tier
+from granular.domain.reservations import (
+    RELEASE_COOLDOWN,
+    DeviceBooking,
+    ReservationEnded,
+    ReservationTerms,
+    validate_reservation,
+    validate_reservation_update,
+)
+from granular.domain.units import RuleViolation, to_utc
+from granular.domain.windows import Frequency
+from granular.errors import Forbidden, NotFound
+from granular.services.accounts import Role
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class InvalidWallet(RuleViolation, ValueError):
+    """Also a ValueError, so a pydantic validator reports it against the `wallet` field."""
+
+    code = "invalid_wallet"
+
+    def __init__(self, value: str, reason: str) -> None:
+        super().__init__(
+            f"wallet: {value!r} is not an EVM address ({reason})",
+            {"field": "wallet", "value": value, "reason": reason},
+        )
+        self.value = value
+        self.reason = reason
+
+
+class UnknownDevices(RuleViolation):
+    code = "unknown_device"
+
+    def __init__(self, field: str, device_ids: Iterable[int]) -> None:
+        ids = sorted(device_ids)
+        super().__init__(
+            f"{field}: no device with id {', '.join(map(str, ids))}",
+            {"field": field, "value": ids},
+        )
+        self.device_ids = ids
+
+
+class DeviceNotInReservation(RuleViolation):
+    code = "device_not_in_reservation"
+
+    def __init__(self, reservation_id: int, device_ids: Iterable[int]) -> None:
+        ids = sorted(device_ids)
+        super().__init__(
+            f"removeDevices: reservation {reservation_id} does not hold device "
+            f"{', '.join(map(str, ids))}",
+            {"field": "removeDevices", "value": ids, "reservation_id": str(reservation_id)},
+        )
+        self.device_ids = ids
+
+
+class DeviceAddedAndRemoved(RuleViolation):
+    code = "device_added_and_removed"
+
+    def __init__(self, device_ids: Iterable[int]) -> None:
+        ids = sorted(device_ids)
+        super().__init__(
+            f"addDevices, removeDevices: device {', '.join(map(str, ids))} is in both",
+            {"field": "addDevices", "value": ids},
+        )
+        self.device_ids = ids
+
+
+class ReservationWithoutDevices(RuleViolation):
+    code = "reservation_without_devices"
+
+    def __init__(self, reservation_id: int | None) -> None:
+        where = "a reservation" if reservation_id is None else f"reservation {reservation_id}"
+        super().__init__(
+            f"devices: {where} needs at least one device (to stop it, DELETE it)",
+            {
+                "field": "devices",
+                "reservation_id": None if reservation_id is None else str(reservation_id),
+            },
+        )
+
+
+class ReservationNotFound(NotFound):
+    code = "reservation_not_found"
+
+    def __init__(self, reservation_id: int) -> None:
+        super().__init__(f"reservation {reservation_id} does not exist")
+        self.details: dict[str, object] = {"reservation_id": str(reservation_id)}
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+class ReservationStatus(StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class NewReservation:
+    devices: frozenset[int]
+    frequency: Frequency
+    start: datetime
+    end: datetime
+    target_volume_wh: int
+    authority_to_exceed: bool
+    wallet: str
+    gas_tier: Tier = Tier.STANDARD
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationChange:
+    """A PATCH: devices to add and remove, and the terms that may change (None: keep)."""
+
+    add_devices: frozenset[int] = frozenset()
+    remove_devices: frozenset[int] = frozenset()
+    end: datetime | None = None
+    target_volume_wh: int | None = None
+    authority_to_exceed: bool | None = None
+    frequency: Frequency | None = None  # only to be refused when it differs
+
+
+@dataclass(frozen=True, slots=True)
+class Volumes:
+    issued_wh: int
+    requested_wh: int
+    failed_wh: int
+    leftover_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationView:
+    reservation: StoredReservation
+    status: ReservationStatus
+    volumes: Volumes
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def checksum_wallet(value: str) -> str:
+    """The EIP-55 spelling of an EVM address. All-lower or all-upper hex is accepted;
+    mixed case must already be a correct checksum (a typo is refused, not repaired)."""
+    if not _ADDRESS.match(value):
+        raise InvalidWallet(value, "expected 0x followed by 40 hex digits")
+    body = value[2:]
+    mixed = body != body.lower() and body != body.upper()
+    if mixed and not is_checksum_address(value):
+        raise InvalidWallet(value, "mixed-case address with a wrong EIP-55 checksum")
+    checksummed: str = to_checksum_address(value)
+    return checksummed
+
+
+def closed_at(reservation: StoredReservation, now: datetime) -> datetime | None:
+    """When the reservation stopped being live (ended, completed or past `end`); None
+    while it is live."""
+    moments = [m for m in (reservation.ended_at, reservation.completed_at) if m is not None]
+    if now >= reservation.end:
+        moments.append(reservation.end)
+    return min(moments) if moments else None
+
+
+def status_of(reservation: StoredReservation, now: datetime) -> ReservationStatus:
+    if reservation.ended_at is not None:
+        return ReservationStatus.ENDED
+    if closed_at(reservation, now) is not None:
+        return ReservationStatus.COMPLETED
+    return ReservationStatus.LIVE
+
+
+def stint_release(
+    *,
+    end: datetime,
+    released_at: datetime | None,
+    ended_at: datetime | None,
+    completed_at: datetime | None,
+) -> datetime:
+    """When a device's stint ends: its own release, or the reservation's, whichever is
+    first; `end` when nothing released it earlier (in the future while it is held)."""
+    return min(m for m in (end, released_at, ended_at, completed_at) if m is not None)
+
+
+def booking_of(record: BookingRecord) -> DeviceBooking:
+    """A stored stint as the domain's `DeviceBooking` (device and reservation as str ids)."""
+    return DeviceBooking(
+        device=str(record.device_id),
+        reservation_id=str(record.reservation_id),
+        start=record.start,
+        end=record.end,
+        released_at=stint_release(
+            end=record.end,
+            released_at=record.released_at,
+            ended_at=record.ended_at,
+            completed_at=record.completed_at,
+        ),
+    )
+
+
+def blocks_device(booking: DeviceBooking, now: datetime) -> bool:
+    """True while the booking keeps the device from another reservation: it is held, or
+    was released less than 12 h ago."""
+    available_at = booking.available_at
+    return booking.is_live(now) or available_at is None or now < available_at
+
+
+def covered_until(reservation: StoredReservation) -> dict[int, datetime]:
+    """For each device ever in the reservation, the end of the period it covered (every
+    stint starts at the reservation's `start`; a device added twice covers the longer)."""
+    until: dict[int, datetime] = {}
+    for stint in reservation.stints:
+        moment = stint_release(
+            end=reservation.end,
+            released_at=stint.released_at,
+            ended_at=reservation.ended_at,
+            completed_at=reservation.completed_at,
+        )
+        until[stint.device_id] = max(moment, until.get(stint.device_id, moment))
+    return until
+
+
+def terms_of(reservation: StoredReservation) -> ReservationTerms:
+    return ReservationTerms(
+        start=reservation.start,
+        end=reservation.end,
+        frequency=Frequency(reservation.frequency),
+        devices=frozenset(str(d) for d in reservation.held_device_ids),
+        target_volume_wh=reservation.target_volume_wh,
+        authority_to_exceed=reservation.authority_to_exceed,
+    )
+
+
+# --- access -------------------------------------------------------------------------------
+
+
+def _require(principal: Principal, *roles: Role) -> None:
+    if principal.role not in {role.value for role in roles}:
+        allowed = ", ".join(role.value for role in roles)
+        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")
+
+
+def _scope(principal: Principal) -> int | None:
+    """The organization whose reservations the caller may see; None: all of them."""
+    _require(principal, *READERS)
+    return principal.organization_id if principal.role == Role.BUYER.value else None
+
+
+# --- use cases ----------------------------------------------------------------------------
+
+
+def create_reservation(
+    *,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    new: NewReservation,
+    now: datetime,
+) -> ReservationView:
+    _require(principal, Role.BUYER)
+    now = to_utc(now, field="now")
+    wallet = checksum_wallet(new.wallet)
+    if not new.devices:
+        raise ReservationWithoutDevices(None)
+    terms = ReservationTerms(
+        start=new.start,
+        end=new.end,
+        frequency=new.frequency,
+        devices=frozenset(str(d) for d in new.devices),
+        target_volume_wh=new.target_volume_wh,
+        authority_to_exceed=new.authority_to_exceed,
+    )
+    with sessions.begin() as session:
+        found = lock_devices(session=session, device_ids=new.devices)
+        if missing := new.devices - found:
+            raise UnknownDevices("devices", missing)
+        records = booking_records(session=session, device_ids=new.devices)
+        validate_reservation(terms, bookings=map(booking_of, records), now=now)
+        reservation_id = add_reservation(
+            session=session,
+            new=NewReservationRow(
+                organization_id=principal.organization_id,
+                created_by_key_id=principal.api_key_id,
+                frequency=terms.frequency.value,
+                start=terms.start,
+                end=terms.end,
+                target_volume_wh=terms.target_volume_wh,
+                authority_to_exceed=terms.authority_to_exceed,
+                wallet=wallet,
+                gas_tier=Tier(new.gas_tier).value,
+            ),
+            now=now,
+        )
+        add_devices(session=session, reservation_id=reservation_id, device_ids=new.devices, now=now)
+        return _view(session, _must_get(session, reservation_id), now)
+
+
+def change_reservation(
+    *,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    reservation_id: int,
+    change: ReservationChange,
+    now: datetime,
+) -> ReservationView:
+    """Add or remove devices, move `end`, change the target, while the rules allow it."""
+    _require(principal, Role.BUYER)
+    now = to_utc(now, field="now")
+    with sessions.begin() as session:
+        current = lock_reservation(session=session, reservation_id=reservation_id)
+        if current is None or current.organization_id != principal.organization_id:
+            raise ReservationNotFound(reservation_id)
+        closed = closed_at(current, now)
+        if closed is not None:
+            raise ReservationEnded(str(reservation_id), closed)
+        held = current.held_device_ids
+        if both := change.add_devices & change.remove_devices:
+            raise DeviceAddedAndRemoved(both)
+        if not_held := change.remove_devices - held:
+            raise DeviceNotInReservation(reservation_id, not_held)
+        devices = (held | change.add_devices) - change.remove_devices
+        if not devices:
+            raise ReservationWithoutDevices(reservation_id)
+        added = change.add_devices - held
+        found = lock_devices(session=session, device_ids=devices)
+        if missing := added - found:
+            raise UnknownDevices("addDevices", missing)
+        current_terms = terms_of(current)
+        proposed = replace(
+            current_terms,
+            devices=frozenset(str(d) for d in devices),
+            end=current.end if change.end is None else to_utc(change.end, field="end"),
+            frequency=change.frequency or current_terms.frequency,
+            target_volume_wh=(
+                current.target_volume_wh
+                if change.target_volume_wh is None
+                else change.target_volume_wh
+            ),
+            authority_to_exceed=(
+                current.authority_to_exceed
+                if change.authority_to_exceed is None
+                else change.authority_to_exceed
+            ),
+        )
+        records = booking_records(session=session, device_ids=devices)
+        validate_reservation_update(
+            current_terms,
+            proposed,
+            reservation_id=str(reservation_id),
+            bookings=map(booking_of, records),
+            now=now,
+        )
+        if change.remove_devices:
+            release_devices(
+                session=session,
+                reservation_id=reservation_id,
+                device_ids=change.remove_devices,
+                now=now,
+            )
+        if added:
+            add_devices(session=session, reservation_id=reservation_id, device_ids=added, now=now)
+        if proposed != replace(current_terms, devices=proposed.devices):
+            update_terms(
+                session=session,
+                reservation_id=reservation_id,
+                end=proposed.end,
+                target_volume_wh=proposed.target_volume_wh,
+                authority_to_exceed=proposed.authority_to_exceed,
+                now=now,
+            )
+        return _view(session, _must_get(session, reservation_id), now)
+
+
+def end_live_reservation(
+    *,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    reservation_id: int,
+    now: datetime,
+) -> ReservationView:
+    """End a live reservation now: record `ended_at` and release its devices."""
+    _require(principal, Role.BUYER)
+    now = to_utc(now, field="now")
+    with sessions.begin() as session:
+        current = lock_reservation(session=session, reservation_id=reservation_id)
+        if current is None or current.organization_id != principal.organization_id:
+            raise ReservationNotFound(reservation_id)
+        closed = closed_at(current, now)
+        if closed is not None:
+            raise ReservationEnded(str(reservation_id), closed)
+        end_reservation(session=session, reservation_id=reservation_id, now=now)
+        return _view(session, _must_get(session, reservation_id), now)
+
+
+def show_reservation(
+    *,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    reservation_id: int,
+    now: datetime,
+) -> ReservationView:
+    scope = _scope(principal)
+    with sessions() as session:
+        found = get_reservation(session=session, reservation_id=reservation_id)
+        if found is None or scope not in (None, found.organization_id):
+            raise ReservationNotFound(reservation_id)
+        return _view(session, found, now)
+
+
+def find_reservations(
+    *,
+    sessions: sessionmaker[Session],
+    principal: Principal,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> list[ReservationView]:
+    """A buyer's own reservations; every reservation for issuers and viewers."""
+    scope = _scope(principal)
+    with sessions() as session:
+        found = list_reservations(
+            session=session, organization_id=scope, limit=limit, offset=offset
+        )
+        return [_view(session, reservation, now) for reservation in found]
+
+
+def reservable_filter(
+    *, sessions: sessionmaker[Session], where: DeviceFilter, reservable: bool | None, now: datetime
+) -> DeviceFilter:
+    """`where` narrowed to the devices that can (True) or cannot (False) be reserved at
+    `now`: a device cannot while a reservation holds it or for 12 h after its release."""
+    if reservable is None:
+        return where
+    now = to_utc(now, field="now")
+    with sessions() as session:
+        records = recent_booking_records(session=session, cutoff=now - RELEASE_COOLDOWN)
+    busy = frozenset(r.device_id for r in records if blocks_device(booking_of(r), now))
+    if reservable:
+        return replace(where, device_ids_not_in=busy)
+    return replace(where, device_ids_in=busy)
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def _must_get(session: Session, reservation_id: int) -> StoredReservation:
+    found = get_reservation(session=session, reservation_id=reservation_id)
+    assert found is not None, "the reservation was written in this transaction"
+    return found
+
+
+def _view(session: Session, reservation: StoredReservation, now: datetime) -> ReservationView:
+    by_until: dict[datetime, list[int]] = defaultdict(list)
+    for device_id, until in covered_until(reservation).items():
+        if until > reservation.start:
+            by_until[until].append(device_id)
+    requested_wh = sum(
+        energy_between(session=session, device_ids=ids, start=reservation.start, end=until)
+        for until, ids in by_until.items()
+    )
+    volumes = Volumes(
+        issued_wh=reservation.issued_wh,
+        requested_wh=requested_wh,
+        failed_wh=reservation.failed_wh,
+        leftover_wh=reservation.leftover_wh,
+    )
+    return ReservationView(reservation, status_of(reservation, now), volumes)
