@@ -191,10 +191,10 @@ def _to_decimal(value: object, field: str) -> Decimal:
 
 def to_utc(value: datetime, *, field: str = "timestamp") -> datetime:
     """`value` in UTC. A naive datetime raises `NaiveTimestamp`."""
+    if value.tzinfo is UTC:  # the common case, and the cheapest check
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise NaiveTimestamp(field, value)
-    if value.tzinfo is UTC:
-        return value
     return value.astimezone(UTC)
 
 
