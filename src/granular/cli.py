@@ -54,7 +54,10 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    uvicorn.run(create_app(sessions=session_factory(engine)), host=host, port=port)
+    app = create_app(
+        sessions=session_factory(engine), max_energy_policy=settings.max_energy_policy()
+    )
+    uvicorn.run(app, host=host, port=port)
     return 0
 
 
