@@ -99,6 +99,14 @@ def _fee_per_gas_wei(w3: Web3) -> int:
     return int(base_fee) * 2 + int(w3.eth.max_priority_fee)
 
 
+def _fee_fields(w3: Web3) -> dict[str, Any]:
+    """gasPrice on a chain without EIP-1559 (web3 would otherwise fill 1559 fields);
+    nothing on a 1559 chain, where web3 fills maxFeePerGas and maxPriorityFeePerGas."""
+    if w3.eth.get_block("latest").get("baseFeePerGas") is None:
+        return {"gasPrice": w3.eth.gas_price}
+    return {}
+
+
 def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> DeployedContracts:
     """Deploy the forwarder, then the registry (admin: the deployer), then grant ISSUER_ROLE."""
     issuer = Web3.to_checksum_address(issuer)
@@ -111,24 +119,25 @@ def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> Deploye
 
     sender = _Sender(w3, account)
     chain_id = w3.eth.chain_id
+    base: dict[str, Any] = {"from": account.address, "chainId": chain_id, **_fee_fields(w3)}
     forwarder_tx = (
         w3.eth.contract(abi=forwarder_artifact.abi, bytecode=forwarder_artifact.bytecode)
         .constructor()
-        .build_transaction({"from": account.address, "chainId": chain_id})
+        .build_transaction(base)
     )
     forwarder = sender.send(dict(forwarder_tx), "deploying the forwarder")["contractAddress"]
 
     registry_tx = (
         w3.eth.contract(abi=registry_artifact.abi, bytecode=registry_artifact.bytecode)
         .constructor(account.address, forwarder)
-        .build_transaction({"from": account.address, "chainId": chain_id})
+        .build_transaction(base)
     )
     receipt = sender.send(dict(registry_tx), "deploying the registry")
     address = receipt["contractAddress"]
 
     registry = w3.eth.contract(address=address, abi=registry_artifact.abi)
     grant = registry.functions.grantRole(ISSUER_ROLE, issuer).build_transaction(
-        {"from": account.address, "chainId": chain_id, "nonce": sender.nonce}
+        {**base, "nonce": sender.nonce}
     )
     sender.send(dict(grant), f"granting ISSUER_ROLE to {issuer}")
 

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from granular.adapters.db import accounts, devices, readings, reservations  # noqa: F401
+from granular.adapters.db import accounts, devices, outbox, readings, reservations  # noqa: F401

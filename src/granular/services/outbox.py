@@ -1,0 +1,179 @@
+"""Use cases of the transaction outbox (DESIGN.md §6).
+
+- `submit` adds a request inside the caller's database transaction (with the issuance
+  items it carries), idempotent on its key: the same key returns the same request.
+- `send_once` / `run` drive the sender (one per signing key and chain; the daemon's job).
+- `outcome` tells the caller where a request is and, once final, the transaction hash the
+  chain kept, to store on its records.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eth_utils.address import to_checksum_address
+from sqlalchemy.orm import Session
+
+from granular.adapters.chain.outbox import OutboxSender, SendReport
+from granular.adapters.db import outbox as db
+from granular.adapters.db.outbox import FINAL_STATES, Request, RequestState
+from granular.domain.gas import Tier
+from granular.errors import GranularError, ValidationError
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+MAX_KEY_LENGTH = 200
+
+
+class IdempotencyConflict(GranularError):
+    """The key was submitted before with another payload: a bug in the caller."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, field: str) -> None:
+        self.idempotency_key = key
+        self.field = field
+        super().__init__(
+            f"idempotency key {key!r} was submitted before with a different {field}; "
+            "a key names exactly one command"
+        )
+
+
+class InvalidRequest(ValidationError):
+    code = "invalid_tx_request"
+
+    def __init__(self, field: str, value: object, rule: str) -> None:
+        self.field = field
+        super().__init__(f"{field}={value!r} breaks the rule: {rule}")
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    request_id: int
+    idempotency_key: str
+    state: RequestState
+    created: bool  # False: the key was known and nothing was added
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """Where a request is. `tx_hash` is final once `final` is True (the mined attempt)."""
+
+    request_id: int
+    idempotency_key: str
+    state: RequestState
+    nonce: int | None
+    tx_hash: str | None
+    block_number: int | None
+    error_code: str | None
+    error_detail: str | None
+    attempts: int
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def _outcome(request: Request) -> RequestOutcome:
+    return RequestOutcome(
+        request_id=request.id,
+        idempotency_key=request.idempotency_key,
+        state=request.state,
+        nonce=request.nonce,
+        tx_hash=request.tx_hash,
+        block_number=request.block_number,
+        error_code=request.error_code,
+        error_detail=request.error_detail,
+        attempts=len(request.attempts),
+    )
+
+
+def _checksum(field: str, address: str) -> str:
+    """EIP-55 checksum spelling, so one address is always stored the same way."""
+    if not _ADDRESS.match(address):
+        raise InvalidRequest(field, address, "a 0x-prefixed 20-byte hex address")
+    checksummed: str = to_checksum_address(address)
+    return checksummed
+
+
+def submit(
+    *,
+    session: Session,
+    chain_id: int,
+    signer: str,
+    idempotency_key: str,
+    to: str,
+    data: bytes,
+    tier: Tier = Tier.STANDARD,
+    items: int | None = None,
+    gas_limit: int | None = None,
+    now: datetime | None = None,
+) -> Submitted:
+    """Add a tx request in the caller's transaction (not committed here).
+
+    The same key with the same payload returns the existing request (`created=False`);
+    with another target, calldata, signer or tier it raises IdempotencyConflict.
+    gas_limit: None lets the sender estimate it (plus a margin) before signing.
+    """
+    if not idempotency_key or len(idempotency_key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(
+            "idempotency_key", idempotency_key, f"1 to {MAX_KEY_LENGTH} characters"
+        )
+    if gas_limit is not None and gas_limit < 21_000:
+        raise InvalidRequest("gas_limit", gas_limit, ">= 21000")
+    if items is not None and items < 0:
+        raise InvalidRequest("items", items, ">= 0")
+    signer = _checksum("signer", signer)
+    to = _checksum("to", to)
+    tier = Tier(tier)
+    existing = db.find_request(session=session, chain_id=chain_id, idempotency_key=idempotency_key)
+    if existing is not None:
+        for field, stored, given in (
+            ("signer", existing.signer, signer),
+            ("target", existing.to_address, to),
+            ("calldata", existing.data, bytes(data)),
+            ("tier", existing.tier, tier.value),
+        ):
+            if stored != given:
+                raise IdempotencyConflict(idempotency_key, field)
+        return Submitted(existing.id, existing.idempotency_key, existing.state, created=False)
+    request = db.add_request(
+        session=session,
+        chain_id=chain_id,
+        signer=signer,
+        idempotency_key=idempotency_key,
+        to_address=to,
+        data=bytes(data),
+        tier=tier.value,
+        items=items,
+        gas_limit=gas_limit,
+        now=now or datetime.now(UTC),
+    )
+    return Submitted(request.id, request.idempotency_key, request.state, created=True)
+
+
+def outcome(*, session: Session, chain_id: int, idempotency_key: str) -> RequestOutcome | None:
+    """The request of a key, or None if it was never submitted."""
+    request = db.find_request(session=session, chain_id=chain_id, idempotency_key=idempotency_key)
+    return _outcome(request) if request is not None else None
+
+
+def outcomes(
+    *, session: Session, chain_id: int, states: tuple[RequestState, ...] | None = None
+) -> list[RequestOutcome]:
+    return [
+        _outcome(r) for r in db.list_requests(session=session, chain_id=chain_id, states=states)
+    ]
+
+
+def send_once(sender: OutboxSender) -> SendReport:
+    """One round of the sender: its report lists the requests that became final, with the
+    transaction hash the chain kept (`report.finished`)."""
+    return sender.send_once()
+
+
+def run(sender: OutboxSender, stop: threading.Event) -> None:
+    """The sender's loop until `stop` is set (the daemon's long-running job)."""
+    sender.run(stop)

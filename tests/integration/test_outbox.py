@@ -1,0 +1,234 @@
+"""The outbox against a real anvil, on SQLite and PostgreSQL: the happy path, reverts,
+idempotency, confirmations, a foreign transaction on our nonce, and the JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from granular.adapters.chain.anvil import Anvil
+from granular.adapters.chain.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
+from granular.adapters.db.outbox import RequestState
+from granular.services import outbox as service
+from tests.integration.chain import Chain
+from tests.integration.outbox_helpers import (  # _close_senders: an autouse fixture
+    CHAIN_ID,
+    _close_senders,  # noqa: F401
+    all_final,
+    assert_chain_agrees,
+    automine_off,
+    batch_id,
+    drive,
+    issue_calldata,
+    make_sender,
+    requests_of,
+    rpc,
+    states,
+    submit_mints,
+)
+
+
+def test_requests_are_confirmed_once_each_with_gapless_nonces(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    keys = [f"happy-{i}" for i in range(5)]
+    submit_mints(sessions, chain.registry, issuer_account.address, keys, owner=owner, items=2)
+    first_nonce = chain.w3.eth.get_transaction_count(issuer_account.address)
+    sender = make_sender(engine, anvil.url, issuer_account, batch_size=3)
+
+    reports = drive(sender, lambda: all_final(sessions))
+
+    assert set(states(sessions).values()) == {RequestState.CONFIRMED}
+    finished = [o for r in reports for o in r.finished]
+    assert sorted(o.idempotency_key for o in finished) == sorted(keys)
+    assert all(o.tx_hash for o in finished)
+    nonces = sorted(r.nonce for r in requests_of(sessions) if r.nonce is not None)
+    assert nonces == list(range(first_nonce, first_nonce + 5))
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+    with sessions() as session:
+        outcome = service.outcome(session=session, chain_id=CHAIN_ID, idempotency_key=keys[0])
+    assert outcome is not None and outcome.final and outcome.attempts == 1
+    assert outcome.tx_hash == next(o.tx_hash for o in finished if o.idempotency_key == keys[0])
+
+
+def test_submit_is_idempotent_on_the_key_and_refuses_another_payload(
+    sessions: sessionmaker[Session], chain: Chain, issuer: str, owner: str
+) -> None:
+    first = submit_mints(sessions, chain.registry, issuer, ["same"], owner=owner)
+    again = submit_mints(sessions, chain.registry, issuer, ["same"], owner=owner)
+    assert first == again
+    assert len(requests_of(sessions)) == 1
+    with sessions.begin() as session, pytest.raises(service.IdempotencyConflict) as raised:
+        service.submit(
+            session=session,
+            chain_id=CHAIN_ID,
+            signer=issuer,
+            idempotency_key="same",
+            to=chain.registry.address,
+            data=issue_calldata(chain.registry, "other", owner),
+        )
+    assert raised.value.code == "idempotency_conflict"
+
+
+def test_a_request_is_confirmed_only_at_depth_k(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    submit_mints(sessions, chain.registry, issuer_account.address, ["deep"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account, confirmations=3)
+    drive(sender, lambda: states(sessions)["deep"] is RequestState.MINED)
+    rpc(chain.w3, "anvil_mine", "0x1")
+    sender.send_once()
+    assert states(sessions)["deep"] is RequestState.MINED  # depth 2 of 3
+    rpc(chain.w3, "anvil_mine", "0x1")
+    sender.send_once()
+    assert states(sessions)["deep"] is RequestState.CONFIRMED  # depth 3
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_revert_on_chain_stores_the_decoded_custom_error(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    """Two keys carrying the same batch id: the second mint reverts with
+    CertificateRegistryBatchAlreadyIssued, decoded and stored on its request."""
+    data = issue_calldata(chain.registry, "dup", owner)
+    with sessions.begin() as session:
+        for key in ("dup-a", "dup-b"):
+            service.submit(
+                session=session,
+                chain_id=CHAIN_ID,
+                signer=issuer_account.address,
+                idempotency_key=key,
+                to=chain.registry.address,
+                data=data,
+                items=1,
+            )
+    sender = make_sender(engine, anvil.url, issuer_account)
+    with automine_off(chain.w3):
+        sender.send_once()  # both estimated against the same state, both signed and sent
+        rpc(chain.w3, "evm_mine")
+    drive(sender, lambda: all_final(sessions))
+
+    by_key = {r.idempotency_key: r for r in requests_of(sessions)}
+    assert by_key["dup-a"].state is RequestState.CONFIRMED
+    reverted = by_key["dup-b"]
+    assert reverted.state is RequestState.REVERTED
+    assert reverted.error_code == "CertificateRegistryBatchAlreadyIssued"
+    assert (reverted.error_detail or "").startswith("CertificateRegistryBatchAlreadyIssued(")
+    assert chain.registry.functions.isBatchIssued(batch_id("dup")).call()
+    assert chain.registry.functions.nextId().call() == 2
+
+
+def test_a_call_that_reverts_when_estimated_fails_without_using_a_nonce(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    submit_mints(sessions, chain.registry, issuer_account.address, ["once"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account)
+    drive(sender, lambda: all_final(sessions))
+    nonce_after_first = chain.w3.eth.get_transaction_count(issuer_account.address)
+    with sessions.begin() as session:
+        service.submit(
+            session=session,
+            chain_id=CHAIN_ID,
+            signer=issuer_account.address,
+            idempotency_key="once-again",
+            to=chain.registry.address,
+            data=issue_calldata(chain.registry, "once", owner),
+        )
+    report = sender.send_once()
+    failed = {r.idempotency_key: r for r in requests_of(sessions)}["once-again"]
+    assert failed.state is RequestState.FAILED
+    assert failed.error_code == "CertificateRegistryBatchAlreadyIssued"
+    assert failed.nonce is None and failed.attempts == ()
+    assert [o.idempotency_key for o in report.finished] == ["once-again"]
+    assert chain.w3.eth.get_transaction_count(issuer_account.address) == nonce_after_first
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_foreign_transaction_on_our_nonce_stops_the_sender(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    submit_mints(sessions, chain.registry, issuer_account.address, ["stolen"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account)
+    with automine_off(chain.w3):
+        sender.send_once()
+        ours = requests_of(sessions)[0]
+        assert ours.state is RequestState.SENT and ours.nonce is not None
+        # Someone else signs with the same key and nonce; the node keeps theirs.
+        rpc(chain.w3, "anvil_dropTransaction", ours.attempts[0].tx_hash)
+        chain.w3.eth.send_transaction(
+            {"from": issuer_account.address, "to": owner, "value": 1, "nonce": ours.nonce}
+        )
+        rpc(chain.w3, "evm_mine")
+    with (
+        caplog.at_level(logging.INFO, logger=LOGGER_NAME),
+        pytest.raises(NonceTakenByForeignTransaction) as raised,
+    ):
+        sender.send_once()
+    assert raised.value.nonce == ours.nonce
+    assert raised.value.code == "nonce_taken_by_foreign_transaction"
+    alerts = [json.loads(r.getMessage()) for r in caplog.records]
+    assert any(a.get("alert") == "nonce_taken_by_foreign_transaction" for a in alerts)
+    # It stops again on a restart instead of signing anything else.
+    sender.close()
+    with pytest.raises(NonceTakenByForeignTransaction):
+        make_sender(engine, anvil.url, issuer_account).send_once()
+    assert states(sessions)["stolen"] is RequestState.SENT
+    assert not chain.registry.functions.isBatchIssued(batch_id("stolen")).call()
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_every_state_change_writes_one_json_line_without_secrets(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    submit_mints(sessions, chain.registry, issuer_account.address, ["logged"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        drive(sender, lambda: all_final(sessions))
+    lines: list[dict[str, Any]] = [json.loads(r.getMessage()) for r in caplog.records]
+    events = [line["event"] for line in lines]
+    assert events == ["signed", "sent", "confirmed"]
+    for line in lines:
+        for field in ("request_id", "idempotency_key", "nonce", "tier", "tx_hash", "state"):
+            assert line[field] is not None, (field, line)
+        assert "max_fee_per_gas_wei" in line and "block" in line
+    assert lines[-1]["block"] is not None
+    key_hex = issuer_account.key.hex()
+    assert all(key_hex not in r.getMessage() for r in caplog.records)
