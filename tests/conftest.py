@@ -26,3 +26,12 @@ def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     """A session factory on an empty schema; rows are deleted after the test."""
     yield session_factory(engine)
     empty_all_tables(engine)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run on the PostgreSQL backend carry the `postgres` marker, so
+    `pytest -m "not postgres"` runs the rest on a machine without the server."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)
