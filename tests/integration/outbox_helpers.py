@@ -219,7 +219,9 @@ def assert_chain_agrees(
             tx = w3.eth.get_transaction(request.tx_hash)  # type: ignore[arg-type]
             assert tx["nonce"] == request.nonce
             assert tx["from"] == signer
+            assert tx["to"] == request.to_address
             assert bytes(tx["input"]) == request.data
+            _assert_signed_as_stored(tx, request)
             assert registry.functions.isBatchIssued(batch_id(request.idempotency_key)).call()
             minted += request.items or 0
         elif request.state is RequestState.REVERTED:
@@ -229,6 +231,19 @@ def assert_chain_agrees(
         else:
             assert on_chain == [], (request.idempotency_key, request.state, on_chain)
     assert mint_count(registry) - mints_before == minted
+
+
+def _assert_signed_as_stored(tx: Any, request: Request) -> None:
+    """The mined transaction carries the gas and fees stored on its attempt (what the logs
+    and the +12.5 % checks read), not other values."""
+    (mined,) = [a for a in request.attempts if a.tx_hash == request.tx_hash]
+    assert tx["gas"] == mined.gas_limit
+    if mined.fee_kind == "legacy":
+        assert tx["type"] == 0 and tx["gasPrice"] == mined.gas_price_wei
+    else:
+        assert tx["type"] == 2
+        assert tx["maxFeePerGas"] == mined.max_fee_per_gas_wei
+        assert tx["maxPriorityFeePerGas"] == mined.max_priority_fee_per_gas_wei
 
 
 def _receipt_or_none(eth: Any, tx_hash: str) -> Any:

@@ -1,9 +1,11 @@
 """A sender in a process of its own, for the kill -9 test:
 
     python -m tests.integration.outbox_worker DATABASE_URL RPC_URL [--batch-size N]
+        [--stop-at POINT --stop-at-count N]
 
-It runs rounds until killed. A short pause inside each round (after the commit, after the
-broadcast) and between rounds widens the windows a SIGKILL can land in.
+It runs rounds until killed. With --stop-at, the N-th time the sender reaches that fault
+point (outbox.AFTER_COMMIT_BEFORE_BROADCAST, AFTER_BROADCAST_BEFORE_MARK) the worker prints
+`stopped at POINT` on stdout and hangs there, so the SIGKILL lands exactly in that window.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections import Counter
 
 from granular.adapters.chain.keys import anvil_account
 from granular.adapters.chain.outbox import OutboxConfig, OutboxSender
@@ -24,10 +27,17 @@ def main() -> None:
     parser.add_argument("database_url")
     parser.add_argument("rpc_url")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--pause-s", type=float, default=0.02)
+    parser.add_argument("--pause-s", type=float, default=0.005)
+    parser.add_argument("--stop-at", default=None)
+    parser.add_argument("--stop-at-count", type=int, default=1)
     args = parser.parse_args()
+    reached: Counter[str] = Counter()
 
-    def pause(_point: str) -> None:
+    def pause(point: str) -> None:
+        reached[point] += 1
+        if point == args.stop_at and reached[point] == args.stop_at_count:
+            print(f"stopped at {point}", flush=True)
+            threading.Event().wait()  # until the test kills this process
         time.sleep(args.pause_s)
 
     sender = OutboxSender(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.chain.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
+from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import RequestState
 from granular.services import outbox as service
 from tests.integration.chain import Chain
@@ -62,6 +64,78 @@ def test_requests_are_confirmed_once_each_with_gapless_nonces(
     assert outcome.tx_hash == next(o.tx_hash for o in finished if o.idempotency_key == keys[0])
 
 
+def test_nonces_start_at_the_larger_of_the_stored_next_nonce_and_the_chain(
+    sessions: sessionmaker[Session], issuer: str
+) -> None:
+    now = datetime.now(UTC)
+
+    def allocate(chain_pending: int, count: int) -> int:
+        with sessions.begin() as session:
+            return db.allocate_nonces(
+                session=session,
+                chain_id=CHAIN_ID,
+                signer=issuer,
+                chain_pending=chain_pending,
+                count=count,
+                now=now,
+            )
+
+    assert allocate(chain_pending=5, count=3) == 5  # no row yet: the chain's count
+    assert allocate(chain_pending=6, count=2) == 8  # the chain lags (unsent, dropped): ours
+    assert allocate(chain_pending=20, count=1) == 20  # signed elsewhere: skipped, not reused
+    with sessions() as session:
+        assert db.stored_next_nonce(session=session, chain_id=CHAIN_ID, signer=issuer) == 21
+
+
+def test_a_nonce_used_outside_the_outbox_is_skipped_with_an_alert(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender = make_sender(engine, anvil.url, issuer_account)
+    submit_mints(sessions, chain.registry, issuer_account.address, ["before"], owner=owner)
+    drive(sender, lambda: all_final(sessions))
+    chain.w3.eth.send_transaction({"from": issuer_account.address, "to": owner, "value": 1})
+    submit_mints(sessions, chain.registry, issuer_account.address, ["after"], owner=owner)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        drive(sender, lambda: all_final(sessions))
+    by_key = {r.idempotency_key: r for r in requests_of(sessions)}
+    assert by_key["after"].state is RequestState.CONFIRMED
+    assert by_key["before"].nonce is not None
+    assert by_key["after"].nonce == by_key["before"].nonce + 2
+    alerts = [json.loads(r.getMessage()).get("alert") for r in caplog.records]
+    assert "nonce_skipped" in alerts
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_full_batch_whose_gas_cannot_be_estimated_stays_queued_without_spinning(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch that needs more gas than a block holds: not a revert, so it is kept and
+    alerted each round; with nothing moved, `run` waits its poll interval (no more_work)."""
+    submit_mints(
+        sessions, chain.registry, issuer_account.address, ["huge"], owner=owner, items=1_500
+    )
+    sender = make_sender(engine, anvil.url, issuer_account, batch_size=1)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        report = sender.send_once()
+    assert report.signed == 0 and not report.more_work
+    assert states(sessions) == {"huge": RequestState.QUEUED}
+    alerts = [json.loads(r.getMessage()) for r in caplog.records]
+    assert [(a["alert"], a["idempotency_key"]) for a in alerts] == [("gas_estimate_failed", "huge")]
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
 def test_submit_is_idempotent_on_the_key_and_refuses_another_payload(
     sessions: sessionmaker[Session], chain: Chain, issuer: str, owner: str
 ) -> None:
@@ -79,6 +153,17 @@ def test_submit_is_idempotent_on_the_key_and_refuses_another_payload(
             data=issue_calldata(chain.registry, "other", owner),
         )
     assert raised.value.code == "idempotency_conflict"
+    with sessions.begin() as session, pytest.raises(service.InvalidRequest) as invalid:
+        service.submit(
+            session=session,
+            chain_id=CHAIN_ID,
+            signer=issuer,
+            idempotency_key="urgent",
+            to=chain.registry.address,
+            data=issue_calldata(chain.registry, "urgent", owner),
+            tier="urgent",  # type: ignore[arg-type]
+        )
+    assert invalid.value.field == "tier"
 
 
 def test_a_request_is_confirmed_only_at_depth_k(
@@ -137,6 +222,10 @@ def test_a_revert_on_chain_stores_the_decoded_custom_error(
     assert (reverted.error_detail or "").startswith("CertificateRegistryBatchAlreadyIssued(")
     assert chain.registry.functions.isBatchIssued(batch_id("dup")).call()
     assert chain.registry.functions.nextId().call() == 2
+    # (assert_chain_agrees reads the batch id from the key; here two keys share one.)
+    for request, status in ((by_key["dup-a"], 1), (reverted, 0)):
+        receipt = chain.w3.eth.get_transaction_receipt(request.tx_hash)  # type: ignore[arg-type]
+        assert receipt["status"] == status and receipt["blockNumber"] == request.block_number
 
 
 def test_a_call_that_reverts_when_estimated_fails_without_using_a_nonce(
@@ -232,3 +321,4 @@ def test_every_state_change_writes_one_json_line_without_secrets(
     assert lines[-1]["block"] is not None
     key_hex = issuer_account.key.hex()
     assert all(key_hex not in r.getMessage() for r in caplog.records)
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)

@@ -3,17 +3,20 @@ a legacy (pre-London) chain that takes gasPrice transactions."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import threading
 from pathlib import Path
 
+import pytest
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from granular.adapters.chain.anvil import Anvil
+from granular.adapters.chain.anvil import Anvil, free_port
 from granular.adapters.chain.client import connect
-from granular.adapters.chain.outbox import fees_of
+from granular.adapters.chain.outbox import LOGGER_NAME, fees_of
 from granular.adapters.db.outbox import RequestState
 from granular.domain.gas import LegacyFees
 from granular.services.deployment import deploy
@@ -81,6 +84,32 @@ def test_rpc_down_for_a_while_backs_off_marks_nothing_failed_and_resumes(
         assert_chain_agrees(w3, registry, sessions, signer=signer)
     finally:
         node.stop()
+
+
+def test_an_unreachable_rpc_backs_off_doubling_and_never_logs_the_url_secret(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    issuer_account: LocalAccount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RPC URLs carry API keys in the path or the query: the alerts name the host only."""
+    secret = "s3cr3t-api-key"
+    url = f"http://user:{secret}@127.0.0.1:{free_port()}/v3/{secret}?apikey={secret}"
+    sender = make_sender(engine, url, issuer_account)
+    stop = threading.Event()
+    loop = threading.Thread(target=sender.run, args=(stop,))
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        loop.start()
+        try:
+            wait_for(lambda: sender.stats.consecutive_failures >= 5)
+        finally:
+            stop.set()
+            loop.join()
+    assert all(secret not in r.getMessage() for r in caplog.records)
+    alerts = [json.loads(r.getMessage()) for r in caplog.records]
+    waits = [a["retry_in_s"] for a in alerts if a["alert"] == "rpc_unavailable"]
+    assert waits[:5] == [0.02, 0.04, 0.08, 0.1, 0.1]  # doubling, up to backoff_max_s
+    assert "127.0.0.1" in alerts[0]["reason"]
 
 
 def test_a_legacy_chain_gets_gas_price_transactions_and_replacements(

@@ -73,6 +73,9 @@ def test_crash_between_commit_and_broadcast_sends_the_stored_attempt_on_restart(
     assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
 
 
+@pytest.mark.parametrize(
+    "mined_meanwhile", [True, False], ids=["mined while down", "still in the node's pool"]
+)
 def test_crash_after_broadcast_before_it_is_recorded_counts_as_sent_on_restart(
     engine: Engine,
     sessions: sessionmaker[Session],
@@ -81,27 +84,87 @@ def test_crash_after_broadcast_before_it_is_recorded_counts_as_sent_on_restart(
     issuer_account: LocalAccount,
     owner: str,
     caplog: pytest.LogCaptureFixture,
+    mined_meanwhile: bool,
 ) -> None:
+    """Mined meanwhile: the restart finds the receipts. Still in the pool: the restart
+    broadcasts the stored bytes again and the node's "already imported" counts as sent."""
     keys = ["b1", "b2"]
     submit_mints(sessions, chain.registry, issuer_account.address, keys, owner=owner)
     crashing = make_sender(
         engine, anvil.url, issuer_account, fault=crash_at(AFTER_BROADCAST_BEFORE_MARK)
     )
-    with pytest.raises(SimulatedCrash):
-        crashing.send_once()
-    crashing.close()
-    # The node has (and automine has mined) what the database still calls signed.
-    assert {r.state for r in requests_of(sessions)} == {RequestState.SIGNED}
-    assert mint_count(chain.registry) == 2
+    rpc(chain.w3, "evm_setAutomine", mined_meanwhile)
+    try:
+        with pytest.raises(SimulatedCrash):
+            crashing.send_once()
+        crashing.close()
+        # The node has what the database still calls signed.
+        stored = requests_of(sessions)
+        assert {r.state for r in stored} == {RequestState.SIGNED}
+        for request in stored:
+            assert rpc(chain.w3, "eth_getTransactionByHash", request.attempts[0].tx_hash)
+        assert mint_count(chain.registry) == (2 if mined_meanwhile else 0)
 
-    restarted = make_sender(engine, anvil.url, issuer_account)
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
-        drive(restarted, lambda: all_final(sessions))
+        restarted = make_sender(engine, anvil.url, issuer_account)
+        with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+            restarted.send_once()
+            if not mined_meanwhile:
+                assert set(states(sessions).values()) == {RequestState.SENT}
+                rpc(chain.w3, "evm_mine")
+            drive(restarted, lambda: all_final(sessions))
+    finally:
+        rpc(chain.w3, "evm_setAutomine", True)
 
     assert set(states(sessions).values()) == {RequestState.CONFIRMED}
     assert all(len(r.attempts) == 1 for r in requests_of(sessions))
     lines = [json.loads(r.getMessage()) for r in caplog.records]
     assert not any(line.get("alert") == "broadcast_rejected" for line in lines)
+    sent = [line["node"] for line in lines if line["event"] == "sent"]
+    assert sent == ([] if mined_meanwhile else ["known", "known"])
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_replacement_that_loses_the_race_to_the_original_counts_as_sent(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The original is mined between the replacement's commit and its broadcast: the node's
+    "nonce too low" counts as sent, and the caller gets the original's hash."""
+    clock = Clock()
+    armed: list[bool] = []
+
+    def mine_the_original(point: str) -> None:
+        if point == AFTER_COMMIT_BEFORE_BROADCAST and armed:
+            armed.clear()
+            rpc(chain.w3, "evm_mine")
+
+    submit_mints(sessions, chain.registry, issuer_account.address, ["raced"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account, clock=clock, fault=mine_the_original)
+    with automine_off(chain.w3), caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        sender.send_once()
+        (request,) = requests_of(sessions)
+        original = request.attempts[0]
+        clock.advance(sender.config.fee_policy.fast.deadline_s)
+        armed.append(True)
+        assert sender.send_once().replaced == 1
+        (request,) = requests_of(sessions)
+        replacement = request.attempts[1]
+        assert replacement.sent_at is not None
+        reports = drive(sender, lambda: all_final(sessions))
+
+    (request,) = requests_of(sessions)
+    assert request.state is RequestState.CONFIRMED and request.tx_hash == original.tx_hash
+    (outcome,) = [o for r in reports for o in r.finished]
+    assert outcome.tx_hash == original.tx_hash
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    assert not any(line.get("alert") == "broadcast_rejected" for line in lines)
+    sent = [line["node"] for line in lines if line["event"] == "sent"]
+    assert sent == ["accepted", "nonce_used"]  # the original, then the replacement
     assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
 
 
@@ -179,6 +242,49 @@ def test_a_transaction_stuck_under_a_raised_base_fee_is_replaced_at_plus_12_5_pe
     (request,) = requests_of(sessions)
     assert request.state is RequestState.CONFIRMED and request.tx_hash == second.tx_hash
     assert rpc(chain.w3, "eth_getTransactionReceipt", first.tx_hash) is None
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_first_attempt_refused_under_the_base_fee_is_replaced_after_its_deadline(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    """The base fee jumps between the quote and the broadcast; the node refuses the attempt
+    ("max fee per gas less than block base fee"). Its deadline still runs: it is replaced,
+    not re-broadcast unchanged for ever."""
+    clock = Clock()
+    armed = [True]
+
+    def raise_base_fee(point: str) -> None:
+        if point == AFTER_COMMIT_BEFORE_BROADCAST and armed:
+            armed.clear()
+            (signed,) = requests_of(sessions)
+            fees = fees_of(signed.attempts[0])
+            assert isinstance(fees, Eip1559Fees)
+            _raise_next_base_fee(chain, fees.max_fee_per_gas_wei)
+
+    submit_mints(sessions, chain.registry, issuer_account.address, ["refused"], owner=owner)
+    sender = make_sender(engine, anvil.url, issuer_account, clock=clock, fault=raise_base_fee)
+    with automine_off(chain.w3):
+        sender.send_once()
+        (request,) = requests_of(sessions)
+        first = request.attempts[0]
+        assert rpc(chain.w3, "eth_getTransactionByHash", first.tx_hash) is None  # refused
+        assert request.state is RequestState.SENT and first.sent_at is not None
+        clock.advance(sender.config.fee_policy.fast.deadline_s)
+        assert sender.send_once().replaced == 1
+        (request,) = requests_of(sessions)
+        second = request.attempts[1]
+        assert second.nonce == first.nonce
+        assert rpc(chain.w3, "eth_getTransactionByHash", second.tx_hash) is not None
+        rpc(chain.w3, "evm_mine")
+    drive(sender, lambda: all_final(sessions))
+    (request,) = requests_of(sessions)
+    assert request.state is RequestState.CONFIRMED and request.tx_hash == second.tx_hash
     assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
 
 

@@ -36,9 +36,18 @@ from granular.domain.gas import Tier
         ("OldNonce, Current nonce: 7, nonce of rejected tx: 3", BroadcastResult.NONCE_USED),
         ("replacement transaction underpriced", BroadcastResult.UNDERPRICED),
         ("Transaction gas price is too low to replace", BroadcastResult.UNDERPRICED),
+        ("transaction underpriced", BroadcastResult.UNDERPRICED),  # geth: under the pool minimum
+        # Under the base fee (anvil, reth) or the node's minimum (OpenEthereum, Nethermind): a
+        # replacement at a higher fee is the remedy, so the deadline must run.
+        ("max fee per gas less than block base fee", BroadcastResult.UNDERPRICED),
+        (
+            "Transaction gas price is too low. It does not satisfy your node's minimal gas price",
+            BroadcastResult.UNDERPRICED,
+        ),
+        ("FeeTooLow, MaxFeePerGas too low.", BroadcastResult.UNDERPRICED),
         ("insufficient funds for gas * price + value", BroadcastResult.REJECTED),
-        ("max fee per gas less than block base fee", BroadcastResult.REJECTED),
         ("intrinsic gas too low", BroadcastResult.REJECTED),
+        ("Out of gas: gas required exceeds allowance: 30000000", BroadcastResult.REJECTED),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
 )
@@ -66,7 +75,15 @@ def test_revert_data_is_read_from_the_answers_of_different_nodes() -> None:
     assert RpcError("eth_call", 3, "reverted", {"data": selector}).revert_data()
     assert RpcError("eth_call", -32000, "execution reverted", None).revert_data() is None
     assert RpcError("eth_estimateGas", -32000, "execution reverted").is_revert
+    assert RpcError("eth_estimateGas", 3, "custom error 0xdeadbeef").is_revert
+    # OpenEthereum (Energy Web Chain) says it only in `data`.
+    assert RpcError("eth_call", -32015, "VM execution error.", f"Reverted {selector}").is_revert
+    assert RpcError(
+        "eth_estimateGas", -32016, "The execution failed due to an exception.", "Reverted"
+    ).is_revert
     assert not RpcError("eth_estimateGas", -32000, "insufficient funds").is_revert
+    assert not RpcError("eth_estimateGas", -32003, "gas required exceeds allowance").is_revert
+    assert not RpcError("eth_call", -32000, "header not found", selector).is_revert
 
 
 def test_config_reads_the_granular_settings_per_chain() -> None:

@@ -127,7 +127,10 @@ def submit(
         raise InvalidRequest("items", items, ">= 0")
     signer = _checksum("signer", signer)
     to = _checksum("to", to)
-    tier = Tier(tier)
+    try:
+        tier = Tier(tier)
+    except ValueError:
+        raise InvalidRequest("tier", tier, "fast, standard or slow") from None
     existing = db.find_request(session=session, chain_id=chain_id, idempotency_key=idempotency_key)
     if existing is not None:
         for field, stored, given in (

@@ -313,7 +313,11 @@ class RpcError:
 
     @property
     def is_revert(self) -> bool:
-        return self.code == 3 or "revert" in self.message.lower()
+        """geth and anvil say so in the code or message; OpenEthereum only in `data`
+        ("VM execution error." with data "Reverted 0x...")."""
+        return (
+            self.code == 3 or "revert" in self.message.lower() or "revert" in str(self.data).lower()
+        )
 
 
 Answer = Any  # a JSON-RPC result, or an RpcError
@@ -389,13 +393,23 @@ class BroadcastResult(StrEnum):
     ACCEPTED = "accepted"
     KNOWN = "known"  # the node has this very transaction already
     NONCE_USED = "nonce_used"  # a transaction with this nonce is mined: ours, or foreign
-    UNDERPRICED = "underpriced"  # another transaction with this nonce pays more
+    # The fee is too low: another transaction with this nonce pays more, or the fee is under
+    # the pool's minimum or the base fee. Counted as sent so that the tier's deadline runs
+    # and the attempt is replaced with higher fees; refused, it would wait forever.
+    UNDERPRICED = "underpriced"
     REJECTED = "rejected"  # anything else: funds, gas, malformed; kept, retried, alerted
 
 
 _KNOWN = ("already known", "already imported", "alreadyknown", "known transaction")
 _NONCE_USED = ("nonce too low", "nonce is too low", "oldnonce", "nonce has already been used")
-_UNDERPRICED = ("underpriced", "too low to replace", "fee too low")
+_UNDERPRICED = (
+    "underpriced",
+    "too low to replace",
+    "fee too low",
+    "feetoolow",  # Nethermind: FeeTooLow, FeeTooLowToCompete
+    "less than block base fee",  # anvil, reth: max fee per gas less than block base fee
+    "gas price is too low",  # OpenEthereum: below the node's minimal gas price
+)
 
 
 def classify_broadcast_error(message: str) -> BroadcastResult:
@@ -1156,10 +1170,12 @@ class OutboxSender:
             )
         if not queued:
             return 0, False
-        more = len(queued) == size
         gas = self._gas_limits(queued)
         failed = [(r, g) for r in queued if isinstance(g := gas.get(r.id), tuple)]
         ready = [r for r in queued if isinstance(gas.get(r.id), int)]
+        # More work only when this round moved something: a full batch whose gas cannot be
+        # estimated (no funds, node trouble) would otherwise be retried without a pause.
+        more = len(queued) == size and bool(failed or ready)
         if failed:
             now = self._now()
             with self._sessions.begin() as session:
