@@ -64,10 +64,15 @@ def _evm_snapshot(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     web3: Web3 = request.getfixturevalue("w3")
-    snapshot = web3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    call = web3.provider.make_request
+    next_base_fee = call("eth_feeHistory", ["0x1", "latest", []])["result"]["baseFeePerGas"][-1]  # type: ignore[arg-type]
+    snapshot = call("evm_snapshot", [])["result"]  # type: ignore[arg-type]
     yield
-    reverted = web3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+    reverted = call("evm_revert", [snapshot])  # type: ignore[arg-type]
     assert reverted["result"] is True
+    # evm_revert rewinds blocks but not anvil's fee manager: a test that raised the base
+    # fee would leave the next block priced from its own last block.
+    call("anvil_setNextBlockBaseFeePerGas", [next_base_fee])  # type: ignore[arg-type]
 
 
 def _account(index: int) -> LocalAccount:

@@ -217,3 +217,14 @@ def test_the_script_prints_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "deploy: RPC http://127.0.0.1:9 is unreachable: ConnectionError"
+
+
+def test_deploys_when_the_next_base_fee_is_far_above_the_latest(
+    anvil: Anvil, w3: Web3, tmp_path: Path, capsys: pytest.CaptureFixture[str], keystore_env: Any
+) -> None:
+    latest = int(w3.eth.get_block("latest")["baseFeePerGas"])
+    w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(latest * 50 + 10**9)])  # type: ignore[arg-type]
+    code, _, err = _run(
+        capsys, "--rpc-url", anvil.url, "--network", "hot", "--deployments-dir", str(tmp_path)
+    )
+    assert (code, err) == (0, "")

@@ -92,19 +92,19 @@ def estimate_cost_wei(w3: Web3, account: LocalAccount, issuer: str) -> int:
 
 
 def _fee_per_gas_wei(w3: Web3) -> int:
-    latest = w3.eth.get_block("latest")
-    base_fee = latest.get("baseFeePerGas")
-    if base_fee is None:
-        return int(w3.eth.gas_price)
-    return int(base_fee) * 2 + int(w3.eth.max_priority_fee)
+    fees = _fee_fields(w3)
+    return int(fees.get("gasPrice", fees.get("maxFeePerGas", 0)))
 
 
 def _fee_fields(w3: Web3) -> dict[str, Any]:
-    """gasPrice on a chain without EIP-1559 (web3 would otherwise fill 1559 fields);
-    nothing on a 1559 chain, where web3 fills maxFeePerGas and maxPriorityFeePerGas."""
+    """gasPrice on a chain without EIP-1559; otherwise twice the *next* block's base fee
+    (the last entry of eth_feeHistory) plus the node's suggested tip, which still holds
+    when the latest block's base fee is no guide to the next one."""
     if w3.eth.get_block("latest").get("baseFeePerGas") is None:
         return {"gasPrice": w3.eth.gas_price}
-    return {}
+    next_base_fee = int(w3.eth.fee_history(1, "latest")["baseFeePerGas"][-1])
+    tip = int(w3.eth.max_priority_fee)
+    return {"maxFeePerGas": 2 * next_base_fee + tip, "maxPriorityFeePerGas": tip}
 
 
 def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> DeployedContracts:
