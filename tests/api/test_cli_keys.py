@@ -48,3 +48,14 @@ def test_unknown_role_is_refused_by_the_cli(
     with pytest.raises(SystemExit) as exit_info:
         main(["api-key", "create", "--organization", "X", "--role", "admin"])
     assert exit_info.value.code == 2
+
+
+def test_a_label_longer_than_its_column_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On PostgreSQL a 201-character label was a DataError traceback out of the CLI."""
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    argv = ["api-key", "create", "--organization", "X", "--role", "buyer", "--label"]
+    assert main([*argv, "x" * 201]) == 1
+    assert "label: 201 characters; at most 200" in capsys.readouterr().err
+    assert main([*argv, "x" * 200]) == 0

@@ -215,3 +215,71 @@ def test_malformed_json_wrong_types_and_oversize_are_4xx(client: TestClient, key
     assert streamed.status_code == 413
     missing = client.get("/nowhere", headers=keys.owner)
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+
+
+def test_values_are_kept_as_the_storage_holds_them_so_a_re_upload_changes_nothing(
+    client: TestClient, keys: Keys
+) -> None:
+    """Latitude and longitude are rounded to the 6 places the columns keep; without that a
+    GPS reading's 7th digit was stored rounded and every re-upload came back "updated"."""
+    gps = device(latitude="-1.29206594", longitude=36.82194615)
+    created = client.post("/devices", headers=keys.owner, json=gps)
+    assert created.status_code == 201, created.text
+    stored = created.json()["device"]
+    assert (stored["latitude"], stored["longitude"]) == ("-1.292066", "36.821946")
+    again = client.post("/devices", headers=keys.owner, json=gps)
+    assert (again.status_code, again.json()["status"]) == (200, "unchanged")
+    line = "gps,P,KEN,ES100,TC110,5000,2023-01-01,true,School,1500.1234,-1.29206594,36.82194615"
+    assert csv_upload(client, keys.owner, f"{HEADER}\n{line}\n").json()["summary"]["created"] == 1
+    again_csv = csv_upload(client, keys.owner, f"{HEADER}\n{line}\n").json()
+    assert again_csv["summary"]["unchanged"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("1500.1234", True), ("1500.12345", False), ("0.0001", True), ("0.00001", False)],
+    ids=["4-places", "5-places", "smallest", "rounds-to-zero"],
+)
+def test_a_yield_has_at_most_4_decimal_places(
+    client: TestClient, keys: Keys, value: str, accepted: bool
+) -> None:
+    """A yield of 0.00001 used to be stored as 0: the device was kept, and every meter read
+    for it then failed (a yield must be positive)."""
+    response = client.post("/devices", headers=keys.owner, json=device(yieldValue=value))
+    if accepted:
+        assert response.status_code == 201, response.text
+        assert response.json()["device"]["yieldValue"] == value
+        reads = {"type": "delta", "reads": [{"endtimestamp": "2026-06-01T00:00:00Z", "value": 0}]}
+        answer = client.post("/meter-reads/site-1", headers=keys.owner, json=reads)
+        assert answer.status_code == 200, answer.text
+    else:
+        assert response.status_code == 422
+        assert response.json()["error"]["details"]["reason"] == "has more than 4 decimal places"
+
+
+def test_a_concurrent_upload_of_the_same_device_is_a_conflict_not_a_500(
+    client: TestClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from granular.services import devices as service
+
+    def raced(**_: Any) -> Any:
+        raise IntegrityError("INSERT INTO devices", {}, Exception("unique"))
+
+    monkeypatch.setattr(service, "upsert_device", raced)
+    response = client.post("/devices", headers=keys.owner, json=[device("a"), device("b")])
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "conflict")
+
+
+def test_a_capacity_with_a_fraction_beyond_float_precision_is_still_refused(
+    client: TestClient, keys: Keys
+) -> None:
+    """Parsed as a float, 5000.0000000000001 W became 5000.0 and was accepted."""
+    raw = b'{"externalId": "x", "countryCode": "KEN", "fuelCode": "ES100",'
+    raw += b' "deviceTypeCode": "TC110", "capacity": 5000.0000000000001,'
+    raw += b' "commissioningDate": "2024-03-01", "gridInterconnection": true, "offTaker": "School"}'
+    headers = {**keys.owner, "Content-Type": "application/json"}
+    response = client.post("/devices", headers=headers, content=raw)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["field"] == "capacity"

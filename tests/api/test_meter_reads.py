@@ -289,3 +289,82 @@ def test_concurrent_overlapping_history_is_stored_once(
     assert sorted(outcomes) == ["accepted", "rejected"]
     got = client.get("/meter-reads/site-1", headers=keys.owner).json()
     assert got["totalWh"] == 1000
+
+
+def test_json_numbers_are_exact_not_floats(
+    client: TestClient, keys: Keys, site: str, sessions: sessionmaker[Session]
+) -> None:
+    """1234.0000000000001 Wh is a fraction of a Wh, refused; a float parse would have made it
+    1234 and accepted it. The body is kept digit for digit."""
+    raw = (
+        b'{"type": "history", "unit": "Wh", "reads": ['
+        b'{"starttimestamp": "2026-06-01T08:00:00Z", "endtimestamp": "2026-06-01T09:00:00Z",'
+        b' "value": 1234.0000000000001},'
+        b'{"starttimestamp": "2026-06-01T09:00:00Z", "endtimestamp": "2026-06-01T10:00:00Z",'
+        b' "value": 10.5e2}]}'
+    )
+    response = client.post(
+        "/meter-reads/site-1",
+        headers={**keys.owner, "Content-Type": "application/json"},
+        content=raw,
+    )
+    assert response.status_code == 200, response.text
+    reads = response.json()["reads"]
+    assert [r["status"] for r in reads] == ["rejected", "accepted"]
+    assert reads[0]["error"]["code"] == "fractional_wh"
+    assert reads[1]["interval"]["energyWh"] == 1050
+    with sessions() as session:
+        (payload,) = session.scalars(select(ReadSubmissionRow.payload)).all()
+    assert [read["value"] for read in payload["reads"]] == ["1234.0000000000001", 1050.0]
+
+
+def test_time_range_bounds_in_any_zone_select_the_same_intervals(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [
+                {"starttimestamp": hour(h), "endtimestamp": hour(h + 1), "value": 1000 + h}
+                for h in range(6, 10)
+            ],
+        },
+    )
+
+    def energy(start: str, end: str) -> list[int]:
+        got = client.get(
+            "/meter-reads/site-1", headers=keys.owner, params={"start": start, "end": end}
+        )
+        assert got.status_code == 200, got.text
+        return [i["energyWh"] for i in got.json()["intervals"]]
+
+    in_utc = energy("2026-06-01T07:30:00Z", "2026-06-01T09:00:00Z")
+    assert in_utc == [1007, 1008]
+    assert energy("2026-06-01T09:30:00+02:00", "2026-06-01T11:00:00+02:00") == in_utc
+    assert energy("2026-06-01T02:30:00-05:00", "2026-06-01T04:00:00-05:00") == in_utc
+
+
+def test_a_truncated_range_says_where_to_go_on(client: TestClient, keys: Keys, site: str) -> None:
+    post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [
+                {"starttimestamp": hour(h), "endtimestamp": hour(h + 1), "value": 1000}
+                for h in range(6, 11)
+            ],
+        },
+    )
+    first = client.get("/meter-reads/site-1", headers=keys.owner, params={"limit": 3}).json()
+    assert (first["totalWh"], first["nextStart"]) == (3000, hour(9).replace("Z", "+00:00"))
+    rest = client.get(
+        "/meter-reads/site-1",
+        headers=keys.owner,
+        params={"limit": 3, "start": first["nextStart"]},
+    ).json()
+    assert (rest["totalWh"], rest["nextStart"]) == (2000, None)
+    exact = client.get("/meter-reads/site-1", headers=keys.owner, params={"limit": 5}).json()
+    assert (exact["totalWh"], exact["nextStart"]) == (5000, None)

@@ -468,7 +468,7 @@ def test_bad_requests_name_the_field(
     )
     error = error_of(response)
     assert error["code"] == "invalid_request"
-    assert [problem["field"] for problem in error["details"]] == [field]
+    assert [problem["field"] for problem in error["details"]["problems"]] == [field]
     assert client.get("/reservations", headers=keys.buyer).json()["reservations"] == []
 
 

@@ -49,6 +49,7 @@ from granular.domain.units import (
     InvalidNumber,
     NaiveTimestamp,
     NegativeValue,
+    TimestampOutOfRange,
     UnknownUnit,
     ValueTooLarge,
     shift_months,
@@ -151,12 +152,45 @@ def test_to_wh_round_trips_any_whole_wh(energy_wh: int, unit: EnergyUnit) -> Non
     assert to_wh(str(in_unit), unit) == energy_wh
 
 
+def test_to_wh_takes_any_number_of_digits() -> None:
+    """A value past Python's 4,300-digit int() limit was a ValueError, a 500."""
+    zeros = "0" * 1_000_000
+    assert to_wh(f"1.{zeros}", "kWh") == 1000
+    assert to_wh(Decimal(f"25{zeros}e-1000000"), "Wh") == 25
+    with pytest.raises(FractionalWh):
+        to_wh(f"1.{zeros}1", "MWh")
+    with pytest.raises(ValueTooLarge):
+        to_wh(f"1{zeros}", "Wh")
+
+
 def test_to_utc_normalises_and_refuses_naive() -> None:
     local = datetime(2024, 1, 1, 2, tzinfo=timezone(timedelta(hours=2)))
     assert to_utc(local) == datetime(2024, 1, 1, tzinfo=UTC)
     assert to_utc(local).tzinfo is UTC
     with pytest.raises(NaiveTimestamp):
         to_utc(datetime(2024, 1, 1), field="end")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    ],
+    ids=["after-9999-in-utc", "before-year-1-in-utc"],
+)
+def test_to_utc_refuses_an_instant_utc_cannot_hold(value: datetime) -> None:
+    """It raised OverflowError, a 500 from any endpoint taking a timestamp."""
+    with pytest.raises(TimestampOutOfRange) as refused:
+        to_utc(value, field="end")
+    assert refused.value.details == {"field": "end", "value": value.isoformat()}
+
+
+def test_a_read_utc_cannot_hold_is_rejected_and_the_rest_go_on() -> None:
+    beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    batch = run([delta(beyond, 1), delta(T0, 1)])
+    assert [o.status for o in batch.outcomes] == [ReadStatus.REJECTED, ReadStatus.ACCEPTED]
+    assert isinstance(batch.outcomes[0].error, TimestampOutOfRange)
 
 
 @pytest.mark.parametrize(

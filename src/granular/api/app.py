@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular import __version__
 from granular.api import errors
+from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from granular.api.routers import devices, meter_reads, reservations
 from granular.domain.energy import MaxEnergyPolicy
@@ -26,7 +27,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_energy_policy: MaxEnergyPolicy | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="granular", version=__version__)
+    app = FastAPI(title="granular", version=__version__, default_response_class=SafeJSONResponse)
     app.state.sessions = sessions
     app.state.clock = clock
     app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()

@@ -2,6 +2,10 @@
 
     {"error": {"code": "device_field_invalid", "message": "...", "details": {...}}}
 
+`details` is always there and always an object: the rule's fields (`field`, `value`, the
+numbers), `{"problems": [...]}` for a request that does not fit its schema, `{}` when there
+is nothing more to say.
+
 The status comes from one table of error classes; nothing else maps errors to statuses.
 """
 
@@ -12,9 +16,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import BodyTooLarge
 from granular.errors import (
     ConfigurationError,
@@ -48,11 +52,8 @@ _HTTP_CODES = {
 }
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return {"error": error}
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 def status_of(error: GranularError) -> int:
@@ -65,9 +66,8 @@ def status_of(error: GranularError) -> int:
 def describe(error: GranularError) -> dict[str, Any]:
     """The `error` object for a domain error: its code, message and field details."""
     details = getattr(error, "details", None)
-    described: dict[str, Any] = error_body(
-        error.code, str(error), _jsonable(details) if details else None
-    )["error"]
+    jsonable = _jsonable(details) if isinstance(details, dict) else {}
+    described: dict[str, Any] = error_body(error.code, str(error), jsonable)["error"]
     return described
 
 
@@ -83,11 +83,11 @@ def _jsonable(value: Any) -> Any:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(GranularError)
-    async def granular_error(_: Request, error: GranularError) -> JSONResponse:
-        return JSONResponse({"error": describe(error)}, status_code=status_of(error))
+    async def granular_error(_: Request, error: GranularError) -> SafeJSONResponse:
+        return SafeJSONResponse({"error": describe(error)}, status_code=status_of(error))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_: Request, error: RequestValidationError) -> SafeJSONResponse:
         problems = [
             {
                 "field": ".".join(str(part) for part in item.get("loc", ()) if part != "body")
@@ -98,33 +98,36 @@ def install(app: FastAPI) -> None:
             for item in error.errors()
         ]
         if any(p["type"] == "json_invalid" for p in problems):
-            body = error_body("malformed_json", "the request body is not valid JSON", problems)
-            return JSONResponse(body, status_code=400)
+            body = error_body(
+                "malformed_json", "the request body is not valid JSON", {"problems": problems}
+            )
+            return SafeJSONResponse(body, status_code=400)
         first = problems[0] if problems else {"field": "body", "problem": "invalid"}
         message = f"{first['field']}: {first['problem']}"
         if len(problems) > 1:
             message += f" (and {len(problems) - 1} more)"
-        return JSONResponse(error_body("invalid_request", message, problems), status_code=422)
+        body = error_body("invalid_request", message, {"problems": problems})
+        return SafeJSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_: Request, error: StarletteHTTPException) -> SafeJSONResponse:
         if isinstance(error.__cause__, BodyTooLarge):  # a streamed body went over the limit
-            return JSONResponse(
+            return SafeJSONResponse(
                 error_body("payload_too_large", "the request body exceeds the size limit"),
                 status_code=413,
             )
         code = _HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(code, str(error.detail)),
             status_code=error.status_code,
             headers=getattr(error, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+    async def unexpected(_: Request, error: Exception) -> SafeJSONResponse:
         # The request boundary: log the class, never echo internals to the caller.
         logging.getLogger("granular.api").exception("unexpected error: %s", type(error).__name__)
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body("internal_error", "an unexpected error occurred; it has been logged"),
             status_code=500,
         )

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from granular.domain.units import RuleViolation
@@ -18,6 +18,7 @@ from granular.domain.units import RuleViolation
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COUNTRY_CODE = re.compile(r"^[A-Z]{2,3}$")
 CODE = re.compile(r"^[A-Z]{1,4}[0-9]{0,6}$")
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 OFF_TAKERS = (
     "School",
     "Health Facility",
@@ -31,6 +32,11 @@ OFF_TAKERS = (
 )
 DEFAULT_YIELD_KWH_PER_KW_YEAR = Decimal(1500)
 MAX_CAPACITY_W = 10**13  # 10 TW: anything larger is a unit mistake
+# Decimal places the storage keeps (adapters/db/devices.py: Numeric(12, 4), Numeric(9, 6)).
+# A yield with more is refused (it enters the max-energy rule; no silent rounding there);
+# coordinates are rounded to 6 places.
+YIELD_PLACES = 4
+COORDINATE_PLACES = 6
 
 # API / CSV column → DeviceSpec field.
 COLUMNS = {
@@ -106,6 +112,9 @@ def _blank(value: object) -> bool:
 def _text(field: str, value: object, *, max_length: int = 200) -> str:
     if not isinstance(value, str):
         raise DeviceFieldInvalid(field, value, "must be text")
+    if "\x00" in value or (not value.isascii() and _UNPAIRED_SURROGATE.search(value)):
+        # PostgreSQL text cannot hold NUL; UTF-8 cannot encode a lone surrogate ("\ud800").
+        raise DeviceFieldInvalid(field, value, "contains a NUL character or an unpaired surrogate")
     text = value.strip()
     if len(text) > max_length:
         raise DeviceFieldInvalid(field, value, f"is longer than {max_length} characters")
@@ -133,16 +142,32 @@ def _capacity(value: object) -> int:
     return int(number)
 
 
-def _decimal(field: str, value: object, low: Decimal, high: Decimal, *, open_low: bool) -> Decimal:
+def _decimal(
+    field: str, value: object, low: Decimal, high: Decimal, *, open_low: bool, places: int | None
+) -> Decimal:
+    """A number in the range, with at most `places` decimal places when given.
+
+    NaN is refused before any comparison (ordering a NaN raises `InvalidOperation`)."""
     try:  # str() keeps a JSON float's printed digits; a bool is not a number here
         number = Decimal(str(value).strip())
     except InvalidOperation:
         raise DeviceFieldInvalid(field, value, "must be a decimal number") from None
-    inside = (number > low if open_low else number >= low) and number <= high
-    if not number.is_finite() or not inside:
-        bracket = "(" if open_low else "["
+    bracket = "(" if open_low else "["
+    if not number.is_finite():
         raise DeviceFieldInvalid(field, value, f"must lie in {bracket}{low}, {high}]")
+    inside = (number > low if open_low else number >= low) and number <= high
+    if not inside:
+        raise DeviceFieldInvalid(field, value, f"must lie in {bracket}{low}, {high}]")
+    if places is not None and number != number.quantize(Decimal(1).scaleb(-places)):
+        raise DeviceFieldInvalid(field, value, f"has more than {places} decimal places")
     return number
+
+
+def _coordinate(field: str, value: object, limit: int) -> Decimal:
+    """Latitude or longitude rounded to 6 decimal places (about 0.1 m), as stored: a GPS
+    reading's 7th or 15th digit says nothing, and a re-upload must compare equal."""
+    number = _decimal(field, value, Decimal(-limit), Decimal(limit), open_low=False, places=None)
+    return number.quantize(Decimal(1).scaleb(-COORDINATE_PLACES), rounding=ROUND_HALF_EVEN)
 
 
 def _commissioning(value: object, now: datetime) -> datetime:
@@ -165,7 +190,12 @@ def _commissioning(value: object, now: datetime) -> datetime:
         raise DeviceFieldInvalid(
             "commissioningDate", value, "needs a time zone (or give a plain date, read as UTC)"
         )
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise DeviceFieldInvalid(
+            "commissioningDate", value, "lies outside the years 1-9999 once moved to UTC"
+        ) from None
     if moment > now:
         raise DeviceFieldInvalid("commissioningDate", value, "is in the future")
     return moment
@@ -194,11 +224,18 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
     if off_taker not in OFF_TAKERS:
         raise DeviceFieldInvalid("offTaker", off_taker, f"must be one of {', '.join(OFF_TAKERS)}")
 
-    def optional_decimal(name: str, low: Decimal, high: Decimal, open_low: bool) -> Decimal | None:
+    def coordinate(name: str, limit: int) -> Decimal | None:
         value = raw.get(name)
-        return None if _blank(value) else _decimal(name, value, low, high, open_low=open_low)
+        return None if _blank(value) else _coordinate(name, value, limit)
 
-    yield_value = optional_decimal("yieldValue", Decimal(0), Decimal(8760), True)
+    raw_yield = raw.get("yieldValue")
+    yield_value = (
+        None
+        if _blank(raw_yield)
+        else _decimal(
+            "yieldValue", raw_yield, Decimal(0), Decimal(8760), open_low=True, places=YIELD_PLACES
+        )
+    )
     project = raw.get("projectName")
     description = raw.get("description")
     return DeviceSpec(
@@ -218,8 +255,8 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
         off_taker=off_taker,
         project_name=None if _blank(project) else _text("projectName", project),
         yield_kwh_per_kw_year=yield_value or DEFAULT_YIELD_KWH_PER_KW_YEAR,
-        latitude=optional_decimal("latitude", Decimal(-90), Decimal(90), False),
-        longitude=optional_decimal("longitude", Decimal(-180), Decimal(180), False),
+        latitude=coordinate("latitude", 90),
+        longitude=coordinate("longitude", 180),
         description=None
         if _blank(description)
         else _text("description", description, max_length=2000),

@@ -109,6 +109,18 @@ class NaiveTimestamp(RuleViolation):
         self.value = value
 
 
+class TimestampOutOfRange(RuleViolation):
+    code = "timestamp_out_of_range"
+
+    def __init__(self, field: str, value: datetime) -> None:
+        super().__init__(
+            f"{field}: {value.isoformat()} lies outside the years 1-9999 once moved to UTC",
+            {"field": field, "value": value.isoformat()},
+        )
+        self.field = field
+        self.value = value
+
+
 class EnergyUnit(StrEnum):
     """Units a meter read may be given in; the value is the D-REC API spelling."""
 
@@ -154,15 +166,16 @@ def to_wh(
         raise ValueTooLarge(field, value, MAX_WH)
     _, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite: checked in _to_decimal
-    exponent += energy_unit.exponent
-    coefficient = int("".join(map(str, digits)))
-    energy_wh: int
-    if exponent >= 0:
-        energy_wh = coefficient * 10**exponent
-    else:
-        energy_wh, fraction = divmod(coefficient, 10**-exponent)
-        if fraction:
-            raise FractionalWh(field, value, energy_unit.value)
+    # Trailing zeros move into the exponent: "1.000…0" with a million zeros is 1, and the
+    # coefficient left is at most 20 digits once the value is whole (checked above), never
+    # a string of digits too long for int().
+    significant = len(digits)
+    while digits[significant - 1] == 0:  # number != 0: a non-zero digit exists
+        significant -= 1
+    exponent += energy_unit.exponent + len(digits) - significant
+    if exponent < 0:  # the last significant digit lies after the decimal point
+        raise FractionalWh(field, value, energy_unit.value)
+    energy_wh: int = int("".join(map(str, digits[:significant]))) * 10**exponent
     if energy_wh > MAX_WH:
         raise ValueTooLarge(field, value, MAX_WH)
     return energy_wh
@@ -190,12 +203,16 @@ def _to_decimal(value: object, field: str) -> Decimal:
 
 
 def to_utc(value: datetime, *, field: str = "timestamp") -> datetime:
-    """`value` in UTC. A naive datetime raises `NaiveTimestamp`."""
+    """`value` in UTC. A naive datetime raises `NaiveTimestamp`; one that UTC cannot hold
+    (0001-01-01T00:00+01:00, 9999-12-31T23:00-05:00) raises `TimestampOutOfRange`."""
     if value.tzinfo is UTC:  # the common case, and the cheapest check
         return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise NaiveTimestamp(field, value)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise TimestampOutOfRange(field, value) from None
 
 
 def shift_months(value: datetime, months: int) -> datetime:

@@ -58,6 +58,8 @@ def create_api_key(
     name = organization.strip()
     if not 0 < len(name) <= 200:
         raise ValidationError(f"organization: {organization!r} must be 1-200 characters")
+    if label is not None and len(label) > 200:
+        raise ValidationError(f"label: {len(label)} characters; at most 200")
     prefix = secrets.token_hex(4)
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     with sessions.begin() as session:

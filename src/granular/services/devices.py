@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from granular.adapters.db.accounts import Principal
 from granular.adapters.db.devices import DeviceFilter, StoredDevice, list_devices, upsert_device
 from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, parse_device
-from granular.errors import ValidationError
+from granular.errors import Conflict, ValidationError
+from granular.services.accounts import Role
+from granular.services.reservations import reservable_filter
 
 MAX_CSV_ROWS = 50_000
 
@@ -49,6 +54,23 @@ def register_devices(
     """Store every valid row (by organization and externalId); reject the others, each with
     its line, field and reason. A row repeating an earlier externalId of the same upload is
     rejected, so an upload never depends on its own row order."""
+    try:
+        return _register(sessions, organization_id, rows, now)
+    except IntegrityError:
+        # Another upload created one of these externalIds at the same time: nothing of this
+        # one was kept; sent again, its rows come back as updated or unchanged.
+        raise Conflict(
+            "devices: another upload stored one of these externalIds at the same time; "
+            "nothing of this one was kept, send it again"
+        ) from None
+
+
+def _register(
+    sessions: sessionmaker[Session],
+    organization_id: int,
+    rows: Sequence[tuple[int, Mapping[str, object] | str]],
+    now: datetime,
+) -> list[RowResult]:
     results: list[RowResult] = []
     first_line: dict[str, int] = {}
     with sessions.begin() as session:
@@ -86,9 +108,20 @@ def register_devices(
     return results
 
 
+def register_csv(
+    *, sessions: sessionmaker[Session], organization_id: int, content: bytes, now: datetime
+) -> list[RowResult]:
+    """`register_devices` for the rows of a D-REC device CSV (see `read_csv`)."""
+    return register_devices(
+        sessions=sessions, organization_id=organization_id, rows=read_csv(content), now=now
+    )
+
+
 def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
     """(line number, row) for each data row of a D-REC device CSV. The header must name
-    every required column and no unknown one; blank lines are skipped."""
+    every required column, no unknown one and none twice; blank lines are skipped. A row's
+    line is the one it starts on (a quoted cell may span lines). A file the CSV reader
+    cannot parse (a cell over its size limit) is refused as a whole, naming the line."""
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -96,22 +129,31 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
             f"file: not UTF-8 (byte {error.start})", {"field": "file", "rule": "UTF-8"}
         ) from None
     reader = csv.reader(io.StringIO(text, newline=""))
+    records = _records(reader)
     try:
-        header = [name.strip() for name in next(reader)]
+        _, first = next(records)
     except StopIteration:
         raise CsvInvalid("file: empty; expected a header row", {"field": "file"}) from None
+    header = [name.strip() for name in first]
     unknown = [name for name in header if name not in COLUMNS]
     missing = [name for name in REQUIRED if name not in header]
-    if unknown or missing:
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if unknown or missing or repeated:
         raise CsvInvalid(
-            f"header: unknown columns {unknown}, missing columns {missing}",
-            {"field": "header", "unknown": unknown, "missing": missing, "known": list(COLUMNS)},
+            f"header: unknown columns {unknown}, missing columns {missing}, "
+            f"repeated columns {repeated}",
+            {
+                "field": "header",
+                "unknown": unknown,
+                "missing": missing,
+                "repeated": repeated,
+                "known": list(COLUMNS),
+            },
         )
     rows: list[tuple[int, Mapping[str, object] | str]] = []
-    for record in reader:
+    for line, record in records:
         if not any(cell.strip() for cell in record):
             continue
-        line = reader.line_num
         if len(record) != len(header):
             rows.append((line, f"has {len(record)} cells; the header has {len(header)}"))
             continue
@@ -124,9 +166,37 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
     return rows
 
 
+def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each record; a csv.Error becomes CsvInvalid with its line."""
+    while True:
+        line = reader.line_num + 1
+        try:
+            record: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise CsvInvalid(
+                f"line {line}: {error}", {"field": "file", "line": line, "reason": str(error)}
+            ) from None
+        yield line, record
+
+
 def find_devices(
-    *, sessions: sessionmaker[Session], where: DeviceFilter, limit: int, offset: int
+    *,
+    sessions: sessionmaker[Session],
+    caller: Principal,
+    where: DeviceFilter,
+    reservable: bool | None,
+    now: datetime,
+    limit: int,
+    offset: int,
 ) -> list[StoredDevice]:
+    """Devices matching `where`; with `reservable`, only those that can (True) or cannot
+    (False) be reserved at `now` (held by a reservation, or released less than 12 h ago).
+    A device owner sees its own organization's devices only; other roles see all."""
+    if caller.role == Role.DEVICE_OWNER.value:
+        where = replace(where, organization_id=caller.organization_id)
+    where = reservable_filter(sessions=sessions, where=where, reservable=reservable, now=now)
     with sessions() as session:
         return list_devices(session=session, where=where, limit=limit, offset=offset)
 

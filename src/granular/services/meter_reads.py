@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,7 @@ from granular.adapters.db.readings import (
 )
 from granular.domain.energy import DeviceProfile, EnergyInterval, MaxEnergyPolicy
 from granular.domain.reads import RawRead, ReadBatch, ReadKind, validate_reads
-from granular.domain.units import EnergyUnit
+from granular.domain.units import EnergyUnit, RuleViolation, to_utc
 from granular.errors import Conflict, NotFound
 
 MAX_READS_PER_REQUEST = 10_000
@@ -64,7 +64,14 @@ def _device_of(session: Session, organization_id: int, external_id: str) -> Stor
 
 
 def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(UTC) if moment is not None and moment.tzinfo else None
+    """`moment` in UTC, or None when it has no zone or UTC cannot hold it: such a read is
+    rejected by the rules; it only takes no part in the lookup of what is stored."""
+    if moment is None:
+        return None
+    try:
+        return to_utc(moment)
+    except RuleViolation:
+        return None
 
 
 def ingest_reads(
@@ -137,6 +144,15 @@ def ingest_reads(
     return IngestResult(device, submission_id, batch)
 
 
+@dataclass(frozen=True, slots=True)
+class IntervalPage:
+    """Up to `limit` intervals, oldest first. `next_start` is set when more intervals
+    overlap the range: ask again from there (intervals never overlap, so none is missed)."""
+
+    intervals: tuple[EnergyInterval, ...]
+    next_start: datetime | None
+
+
 def read_intervals(
     *,
     sessions: sessionmaker[Session],
@@ -145,14 +161,20 @@ def read_intervals(
     start: datetime,
     end: datetime,
     limit: int,
-) -> list[EnergyInterval]:
+) -> IntervalPage:
+    """The device's intervals overlapping `[start, end)`. Bounds in any zone are compared in
+    UTC (SQLite compares the stored UTC text, so a +02:00 bound must be converted first)."""
+    start = to_utc(start, field="start")
+    end = to_utc(end, field="end")
     with sessions() as session:
         device = _device_of(session, caller.organization_id, external_id)
-        return list_intervals(
+        found = list_intervals(
             session=session,
             device_id=device.id,
             device_key=external_id,
             start=start,
             end=end,
-            limit=limit,
+            limit=limit + 1,
         )
+    page = tuple(found[:limit])
+    return IntervalPage(page, page[-1].end if len(found) > limit else None)

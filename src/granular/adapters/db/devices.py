@@ -85,9 +85,12 @@ _SPEC_COLUMNS = (
 
 def _spec(row: DeviceRow) -> DeviceSpec:
     values: dict[str, Any] = {name: getattr(row, name) for name in _SPEC_COLUMNS}
+    # SQLite returns naive datetimes (every stored one is UTC); PostgreSQL returns the
+    # session's time zone, which need not be UTC.
     moment = values["commissioning_date"]
-    if moment.tzinfo is None:  # SQLite returns naive datetimes; every stored one is UTC
-        values["commissioning_date"] = moment.replace(tzinfo=UTC)
+    values["commissioning_date"] = (
+        moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    )
     for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
         if values[name] is not None:
             values[name] = _canonical(Decimal(values[name]))

@@ -21,6 +21,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if make_url(url).get_backend_name() == "postgresql":
+        # Sessions in UTC, whatever the server's TimeZone: timestamps read back in UTC.
+        kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

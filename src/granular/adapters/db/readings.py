@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -89,8 +90,11 @@ class DeviceReadStateRow(Base):
 
 
 def utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored one is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    """A stored instant in UTC. SQLite hands back naive datetimes (every stored one is UTC);
+    PostgreSQL hands back the session's time zone, which need not be UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def lock_read_state(*, session: Session, device_id: int) -> DeviceReadState:
@@ -173,6 +177,23 @@ def _chunks(items: list[datetime], size: int) -> Iterable[list[datetime]]:
         yield items[index : index + size]
 
 
+def _as_received(value: Any) -> Any:
+    """A request body as JSON the column can hold. The API parses numbers with a fraction as
+    `Decimal`; one a float holds exactly is stored as that number, any other as its exact
+    decimal text, so the stored body says what was sent, digit for digit."""
+    if isinstance(value, dict):
+        return {key: _as_received(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_received(item) for item in value]
+    if isinstance(value, Decimal):
+        if value.is_finite():
+            as_float = float(value)
+            if Decimal(repr(as_float)) == value:
+                return as_float
+        return str(value)
+    return value
+
+
 def add_submission(
     *,
     session: Session,
@@ -191,7 +212,7 @@ def add_submission(
         received_at=received_at,
         kind=kind,
         unit=unit,
-        payload=payload,
+        payload=_as_received(payload),
         read_count=read_count,
         accepted_count=accepted_count,
     )

@@ -142,8 +142,11 @@ class NewReservationRow:
 
 
 def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored one is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    """A stored instant in UTC. SQLite hands back naive datetimes (every stored one is UTC);
+    PostgreSQL hands back the session's time zone, which need not be UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _utc_or_none(moment: datetime | None) -> datetime | None:

@@ -8,19 +8,23 @@ from fastapi import APIRouter, Body, File, Query, Response, UploadFile
 
 from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
+from granular.api.exact_json import ExactJSONRoute
+from granular.domain.devices import CODE, COUNTRY_CODE, OFF_TAKERS
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
     RowResult,
     device_json,
     find_devices,
-    read_csv,
+    register_csv,
     register_devices,
 )
-from granular.services.reservations import reservable_filter
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], route_class=ExactJSONRoute)
 WRITERS = (Role.DEVICE_OWNER, Role.ISSUER)
+MAX_INT64 = 2**63 - 1  # what a database integer parameter can hold (SQLite refuses more)
+# Filters take the shapes the fields are stored in (a NUL would be a 500 on PostgreSQL).
+OFF_TAKER = f"^({'|'.join(OFF_TAKERS)})$"
 
 
 class DeviceRejected(ValidationError):
@@ -79,9 +83,8 @@ def post_devices_csv(
     caller: Caller, sessions: Sessions, now: Now, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
     require_role(caller, *WRITERS)
-    rows = read_csv(file.file.read())
-    results = register_devices(
-        sessions=sessions, organization_id=caller.organization_id, rows=rows, now=now
+    results = register_csv(
+        sessions=sessions, organization_id=caller.organization_id, content=file.file.read(), now=now
     )
     return _summary(results, "line")
 
@@ -98,19 +101,21 @@ def get_devices(
     caller: Caller,
     sessions: Sessions,
     now: Now,
-    country_code: Annotated[str | None, Query(alias="countryCode")] = None,
-    fuel_code: Annotated[str | None, Query(alias="fuelCode")] = None,
-    off_taker: Annotated[str | None, Query(alias="offTaker")] = None,
-    device_type_code: Annotated[str | None, Query(alias="deviceTypeCode")] = None,
-    capacity_min: Annotated[int | None, Query(alias="capacityMin", ge=0)] = None,
-    capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0)] = None,
+    country_code: Annotated[
+        str | None, Query(alias="countryCode", pattern=COUNTRY_CODE.pattern)
+    ] = None,
+    fuel_code: Annotated[str | None, Query(alias="fuelCode", pattern=CODE.pattern)] = None,
+    off_taker: Annotated[str | None, Query(alias="offTaker", pattern=OFF_TAKER)] = None,
+    device_type_code: Annotated[
+        str | None, Query(alias="deviceTypeCode", pattern=CODE.pattern)
+    ] = None,
+    capacity_min: Annotated[int | None, Query(alias="capacityMin", ge=0, le=MAX_INT64)] = None,
+    capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0, le=MAX_INT64)] = None,
     reservable: Annotated[bool | None, Query(alias="reservable")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
-    own_only = caller.role == Role.DEVICE_OWNER.value
     where = DeviceFilter(
-        organization_id=caller.organization_id if own_only else None,
         country_code=country_code,
         fuel_code=fuel_code,
         off_taker=off_taker,
@@ -118,8 +123,13 @@ def get_devices(
         capacity_min_w=capacity_min,
         capacity_max_w=capacity_max,
     )
-    # reservable: held by no reservation and released by none in the last 12 h (or, when
-    # false, the opposite)
-    where = reservable_filter(sessions=sessions, where=where, reservable=reservable, now=now)
-    devices = find_devices(sessions=sessions, where=where, limit=limit, offset=offset)
+    devices = find_devices(
+        sessions=sessions,
+        caller=caller,
+        where=where,
+        reservable=reservable,
+        now=now,
+        limit=limit,
+        offset=offset,
+    )
     return {"devices": [device_json(d) for d in devices], "limit": limit, "offset": offset}

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.errors import describe
+from granular.api.exact_json import ExactJSONRoute
 from granular.domain.reads import ReadKind, ReadOutcome
 from granular.domain.units import EnergyUnit
-from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.meter_reads import (
     MAX_READS_PER_REQUEST,
@@ -23,7 +23,7 @@ from granular.services.meter_reads import (
     read_intervals,
 )
 
-router = APIRouter(prefix="/meter-reads", tags=["meter reads"])
+router = APIRouter(prefix="/meter-reads", tags=["meter reads"], route_class=ExactJSONRoute)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 ExternalId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -81,7 +81,7 @@ async def post_reads(
     now: Now,
 ) -> dict[str, Any]:
     require_role(caller, Role.DEVICE_OWNER, Role.ISSUER)
-    payload = await request.json()  # kept as received, for audit
+    payload = await request.json()  # kept as received, for audit (numbers as Decimal)
     result = await run_in_threadpool(
         ingest_reads,
         sessions=sessions,
@@ -117,14 +117,13 @@ def get_reads(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     require_role(caller, Role.DEVICE_OWNER, Role.ISSUER)
-    for name, moment in (("start", start), ("end", end)):
-        if moment.tzinfo is None:
-            raise ValidationError(f"{name}: {moment.isoformat()} needs a time zone")
-    intervals = read_intervals(
+    page = read_intervals(
         sessions=sessions, caller=caller, external_id=external_id, start=start, end=end, limit=limit
     )
     return {
         "externalId": external_id,
-        "intervals": [_interval_json(i.start, i.end, i.energy_wh) for i in intervals],
-        "totalWh": sum(i.energy_wh for i in intervals),
+        "intervals": [_interval_json(i.start, i.end, i.energy_wh) for i in page.intervals],
+        "totalWh": sum(i.energy_wh for i in page.intervals),
+        # More intervals than `limit`: totalWh covers this page only; ask again from here.
+        "nextStart": None if page.next_start is None else page.next_start.isoformat(),
     }

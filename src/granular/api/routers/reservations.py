@@ -192,7 +192,7 @@ def get_reservations(
     sessions: Sessions,
     now: Now,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite refuses a larger one
 ) -> dict[str, Any]:
     views = find_reservations(
         sessions=sessions, principal=caller, limit=limit, offset=offset, now=now
