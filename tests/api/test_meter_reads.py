@@ -229,6 +229,46 @@ def test_only_the_owning_organization_reads_and_writes(
     assert client.post("/meter-reads/site-1", headers=keys.buyer, json=body).status_code == 403
 
 
+@pytest.mark.parametrize("role", ["issuer", "viewer", "buyer"])
+def test_the_issuer_auditors_and_buyers_read_any_organizations_intervals(
+    client: TestClient, keys: Keys, site: str, role: str
+) -> None:
+    post(
+        client,
+        keys,
+        {"type": "delta", "reads": [{"endtimestamp": hour(h), "value": 700} for h in (8, 9)]},
+    )
+    reader = getattr(keys, role)
+    got = client.get("/meter-reads/site-1", headers=reader)
+    assert got.status_code == 200, got.text
+    assert got.json()["totalWh"] == 700
+    assert client.post(
+        "/meter-reads/site-1",
+        headers=reader,
+        json={"type": "delta", "reads": [{"endtimestamp": hour(10), "value": 1}]},
+    ).status_code in (403, 404)  # reading is not writing
+
+    # the same externalId in a second organization: the reader must say which one
+    assert (
+        client.post("/devices", headers=keys.other_owner, json=device("site-1")).status_code == 201
+    )
+    ambiguous = client.get("/meter-reads/site-1", headers=reader)
+    assert (ambiguous.status_code, ambiguous.json()["error"]["code"]) == (409, "conflict")
+    owner_org = client.get("/devices", headers=keys.owner).json()["devices"][0]["organizationId"]
+    chosen = client.get("/meter-reads/site-1", headers=reader, params={"organizationId": owner_org})
+    assert chosen.json()["totalWh"] == 700
+
+
+def test_a_device_owner_cannot_read_another_organization_by_naming_it(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    owner_org = client.get("/devices", headers=keys.owner).json()["devices"][0]["organizationId"]
+    response = client.get(
+        "/meter-reads/site-1", headers=keys.other_owner, params={"organizationId": owner_org}
+    )
+    assert response.status_code == 404
+
+
 def test_concurrent_overlapping_history_is_stored_once(
     client: TestClient,
     keys: Keys,

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
-from granular.adapters.db.devices import StoredDevice, get_device
+from granular.adapters.db.devices import StoredDevice, devices_with_external_id, get_device
 from granular.adapters.db.readings import (
     add_reads_and_intervals,
     add_submission,
@@ -26,6 +26,7 @@ from granular.domain.energy import DeviceProfile, EnergyInterval, MaxEnergyPolic
 from granular.domain.reads import RawRead, ReadBatch, ReadKind, validate_reads
 from granular.domain.units import EnergyUnit, RuleViolation, to_utc
 from granular.errors import Conflict, NotFound
+from granular.services.accounts import Role
 
 MAX_READS_PER_REQUEST = 10_000
 
@@ -153,6 +154,29 @@ class IntervalPage:
     next_start: datetime | None
 
 
+def _readable_device(
+    session: Session, caller: Principal, external_id: str, organization_id: int | None
+) -> StoredDevice:
+    """A device owner reads its own organization's devices only; the issuer, viewers and
+    buyers read any, naming the organization when the externalId is not unique."""
+    if caller.role == Role.DEVICE_OWNER.value:
+        if organization_id not in (None, caller.organization_id):
+            raise NotFound(f"externalId: no device {external_id!r} in your organization")
+        return _device_of(session, caller.organization_id, external_id)
+    found = devices_with_external_id(
+        session=session, organization_id=organization_id, external_id=external_id
+    )
+    if not found:
+        where = "" if organization_id is None else f" in organization {organization_id}"
+        raise NotFound(f"externalId: no device {external_id!r}{where}")
+    if len(found) > 1:
+        raise Conflict(
+            f"externalId: {external_id!r} names devices of several organizations; "
+            "pass organizationId"
+        )
+    return found[0]
+
+
 def read_intervals(
     *,
     sessions: sessionmaker[Session],
@@ -161,13 +185,14 @@ def read_intervals(
     start: datetime,
     end: datetime,
     limit: int,
+    organization_id: int | None = None,
 ) -> IntervalPage:
     """The device's intervals overlapping `[start, end)`. Bounds in any zone are compared in
     UTC (SQLite compares the stored UTC text, so a +02:00 bound must be converted first)."""
     start = to_utc(start, field="start")
     end = to_utc(end, field="end")
     with sessions() as session:
-        device = _device_of(session, caller.organization_id, external_id)
+        device = _readable_device(session, caller, external_id, organization_id)
         found = list_intervals(
             session=session,
             device_id=device.id,

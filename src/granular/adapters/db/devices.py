@@ -153,6 +153,17 @@ def get_device(
     return _stored(rows[0]) if len(rows) == 1 else None
 
 
+def devices_with_external_id(
+    *, session: Session, organization_id: int | None, external_id: str, limit: int = 2
+) -> list[StoredDevice]:
+    """Devices with `external_id`, in one organization or in any (it is unique per
+    organization only); at most `limit`, enough to tell one from several."""
+    query = select(DeviceRow).where(DeviceRow.external_id == external_id)
+    if organization_id is not None:
+        query = query.where(DeviceRow.organization_id == organization_id)
+    return [_stored(row) for row in session.scalars(query.order_by(DeviceRow.id).limit(limit))]
+
+
 def get_devices_by_id(*, session: Session, device_ids: list[int]) -> list[StoredDevice]:
     rows = session.scalars(select(DeviceRow).where(DeviceRow.id.in_(device_ids))).all()
     return [_stored(row) for row in rows]

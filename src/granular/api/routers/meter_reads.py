@@ -115,10 +115,18 @@ def get_reads(
     start: Annotated[datetime, Query()] = EARLIEST,
     end: Annotated[datetime, Query()] = LATEST,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    organization_id: Annotated[
+        int | None, Query(alias="organizationId", ge=1, le=2**31 - 1)
+    ] = None,
 ) -> dict[str, Any]:
-    require_role(caller, Role.DEVICE_OWNER, Role.ISSUER)
     page = read_intervals(
-        sessions=sessions, caller=caller, external_id=external_id, start=start, end=end, limit=limit
+        sessions=sessions,
+        caller=caller,
+        external_id=external_id,
+        start=start,
+        end=end,
+        limit=limit,
+        organization_id=organization_id,
     )
     return {
         "externalId": external_id,
