@@ -8,11 +8,19 @@ boundary.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class GranularError(Exception):
-    """Root of granular's own errors. `code` is stable and machine-readable."""
+    """Root of granular's own errors. `code` is stable and machine-readable; `details`
+    holds the offending field, value and rule as a flat mapping, so the API renders it
+    without parsing the message."""
 
     code: str = "granular_error"
+
+    def __init__(self, message: str, details: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, object] = dict(details or {})
 
 
 class ConfigurationError(GranularError):

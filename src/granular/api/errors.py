@@ -65,8 +65,7 @@ def status_of(error: GranularError) -> int:
 
 def describe(error: GranularError) -> dict[str, Any]:
     """The `error` object for a domain error: its code, message and field details."""
-    details = getattr(error, "details", None)
-    jsonable = _jsonable(details) if isinstance(details, dict) else {}
+    jsonable = _jsonable(error.details)
     described: dict[str, Any] = error_body(error.code, str(error), jsonable)["error"]
     return described
 

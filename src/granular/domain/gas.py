@@ -54,8 +54,10 @@ class FeeError(ValidationError):
         self.field = field
         self.value = value
         self.rule = rule
-        self.details: dict[str, object] = {"field": field, "value": repr(value), "rule": rule}
-        super().__init__(f"{field}={value!r} breaks the rule: {rule}")
+        super().__init__(
+            f"{field}={value!r} breaks the rule: {rule}",
+            {"field": field, "value": repr(value), "rule": rule},
+        )
 
 
 class FeeHistoryMalformed(FeeError):
@@ -91,8 +93,10 @@ class FeePolicyInvalid(ConfigurationError):
         self.field = field
         self.value = value
         self.rule = rule
-        self.details: dict[str, object] = {"field": field, "value": repr(value), "rule": rule}
-        super().__init__(f"fee policy {field}={value!r} breaks the rule: {rule}")
+        super().__init__(
+            f"fee policy {field}={value!r} breaks the rule: {rule}",
+            {"field": field, "value": repr(value), "rule": rule},
+        )
 
 
 # --- tiers and policy ---------------------------------------------------------------------

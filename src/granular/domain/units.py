@@ -30,8 +30,7 @@ class RuleViolation(ValidationError):
     code = "rule_violation"
 
     def __init__(self, message: str, details: Mapping[str, object]) -> None:
-        super().__init__(message)
-        self.details: dict[str, object] = dict(details)
+        super().__init__(message, details)
 
 
 class InvalidNumber(RuleViolation):

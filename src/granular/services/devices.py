@@ -27,8 +27,7 @@ class CsvInvalid(ValidationError):
     code = "csv_invalid"
 
     def __init__(self, message: str, details: Mapping[str, object]) -> None:
-        super().__init__(message)
-        self.details = dict(details)
+        super().__init__(message, details)
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,8 +143,10 @@ class ReservationNotFound(NotFound):
     code = "reservation_not_found"
 
     def __init__(self, reservation_id: int) -> None:
-        super().__init__(f"reservation {reservation_id} does not exist")
-        self.details: dict[str, object] = {"reservation_id": str(reservation_id)}
+        super().__init__(
+            f"reservation {reservation_id} does not exist",
+            {"reservation_id": str(reservation_id)},
+        )
 
 
 # --- values -------------------------------------------------------------------------------

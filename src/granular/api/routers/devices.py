@@ -31,13 +31,15 @@ class DeviceRejected(ValidationError):
     code = "device_rejected"
 
     def __init__(self, result: RowResult) -> None:
-        super().__init__(f"{result.field}: {result.reason}")
-        self.details = {
-            "field": result.field,
-            "reason": result.reason,
-            "rule": result.code,
-            "externalId": result.external_id,
-        }
+        super().__init__(
+            f"{result.field}: {result.reason}",
+            {
+                "field": result.field,
+                "reason": result.reason,
+                "rule": result.code,
+                "externalId": result.external_id,
+            },
+        )
 
 
 def _result_json(result: RowResult, line_key: str) -> dict[str, Any]:
