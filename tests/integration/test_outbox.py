@@ -322,3 +322,40 @@ def test_every_state_change_writes_one_json_line_without_secrets(
     key_hex = issuer_account.key.hex()
     assert all(key_hex not in r.getMessage() for r in caplog.records)
     assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_racing_submit_of_the_same_key_returns_the_first_request(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    """The second transaction reads no request, then its insert waits on the first one's
+    unique key; once that commits it gets the stored request, not an integrity error."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: the second insert cannot race the first")
+    import threading
+    import time
+
+    arguments = {
+        "chain_id": CHAIN_ID,
+        "signer": "0x" + "11" * 20,
+        "idempotency_key": "race",
+        "to": "0x" + "22" * 20,
+        "data": b"\x01\x02",
+    }
+    inserted = threading.Event()
+    first: list[service.Submitted] = []
+
+    def submit_then_commit_late() -> None:
+        with sessions.begin() as session:
+            first.append(service.submit(session=session, **arguments))  # type: ignore[arg-type]
+            inserted.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=submit_then_commit_late)
+    thread.start()
+    assert inserted.wait(10)
+    with sessions.begin() as session:
+        second = service.submit(session=session, **arguments)  # type: ignore[arg-type]
+    thread.join(10)
+    assert first[0].created and not second.created
+    assert second.request_id == first[0].request_id
+    assert len(requests_of(sessions)) == 1

@@ -132,29 +132,35 @@ def submit(
     except ValueError:
         raise InvalidRequest("tier", tier, "fast, standard or slow") from None
     existing = db.find_request(session=session, chain_id=chain_id, idempotency_key=idempotency_key)
-    if existing is not None:
-        for field, stored, given in (
-            ("signer", existing.signer, signer),
-            ("target", existing.to_address, to),
-            ("calldata", existing.data, bytes(data)),
-            ("tier", existing.tier, tier.value),
-        ):
-            if stored != given:
-                raise IdempotencyConflict(idempotency_key, field)
-        return Submitted(existing.id, existing.idempotency_key, existing.state, created=False)
-    request = db.add_request(
-        session=session,
-        chain_id=chain_id,
-        signer=signer,
-        idempotency_key=idempotency_key,
-        to_address=to,
-        data=bytes(data),
-        tier=tier.value,
-        items=items,
-        gas_limit=gas_limit,
-        now=now or datetime.now(UTC),
-    )
-    return Submitted(request.id, request.idempotency_key, request.state, created=True)
+    if existing is None:
+        request = db.add_request(
+            session=session,
+            chain_id=chain_id,
+            signer=signer,
+            idempotency_key=idempotency_key,
+            to_address=to,
+            data=bytes(data),
+            tier=tier.value,
+            items=items,
+            gas_limit=gas_limit,
+            now=now or datetime.now(UTC),
+        )
+        if request is not None:
+            return Submitted(request.id, request.idempotency_key, request.state, created=True)
+        # Another transaction committed the same key between our read and our insert.
+        existing = db.find_request(
+            session=session, chain_id=chain_id, idempotency_key=idempotency_key
+        )
+        assert existing is not None, "the unique key was taken, so the row exists"
+    for field, stored, given in (
+        ("signer", existing.signer, signer),
+        ("target", existing.to_address, to),
+        ("calldata", existing.data, bytes(data)),
+        ("tier", existing.tier, tier.value),
+    ):
+        if stored != given:
+            raise IdempotencyConflict(idempotency_key, field)
+    return Submitted(existing.id, existing.idempotency_key, existing.state, created=False)
 
 
 def outcome(*, session: Session, chain_id: int, idempotency_key: str) -> RequestOutcome | None:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
 
 from granular.adapters.db.base import Base
@@ -263,7 +264,8 @@ def add_request(
     items: int | None,
     gas_limit: int | None,
     now: datetime,
-) -> Request:
+) -> Request | None:
+    """The new request, or None when the key was taken meanwhile (see find_request)."""
     row = TxRequest(
         chain_id=chain_id,
         signer=signer,
@@ -277,8 +279,14 @@ def add_request(
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    session.flush()
+    try:
+        # A savepoint: a concurrent insert of the same key fails only this statement, and
+        # the caller's transaction goes on to read the row the other one committed.
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None
     return _request(row, with_attempts=False)
 
 
