@@ -14,13 +14,12 @@ from granular.adapters.chain.outbox import (
     OutboxConfig,
     OutboxConfigInvalid,
     RpcError,
-    _local_holder_is_dead,
-    advisory_key,
     classify_broadcast_error,
     confirmation_depth,
     counts_as_sent,
     is_final,
 )
+from granular.adapters.db.lease import _local_holder_is_dead, advisory_key
 from granular.domain.gas import Tier
 
 
