@@ -8,12 +8,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
+from eth_utils.address import is_address, to_checksum_address
 
-from granular.adapters.chain.client import connect
+from granular.adapters.chain.client import ChainConnection, connect
 from granular.adapters.chain.deployer import DeployedContracts, deploy_contracts, has_code
-from granular.adapters.chain.keys import signing_account
+from granular.adapters.chain.keys import Signer, signing_account
 from granular.errors import GranularError, ValidationError
 
 _NETWORK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -31,9 +30,10 @@ class DeploymentRefused(GranularError):
 
 
 def checked_address(field: str, value: str) -> str:
-    if not Web3.is_address(value):
+    if not is_address(value):
         raise InvalidAddress(field, value)
-    return Web3.to_checksum_address(value)
+    checksummed: str = to_checksum_address(value)
+    return checksummed
 
 
 def deployment_path(directory: Path, network: str) -> Path:
@@ -66,7 +66,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return record
 
 
-def check_existing(w3: Web3, chain_id: int, path: Path, *, force: bool) -> None:
+def check_existing(w3: ChainConnection, chain_id: int, path: Path, *, force: bool) -> None:
     """Refuse a record of another chain, and one whose code is still there unless forced."""
     record = read_record(path)
     if record is None:
@@ -92,7 +92,7 @@ def deploy(
     force: bool = False,
     keystore: Path | None = None,
     password_file: Path | None = None,
-    account: LocalAccount | None = None,
+    account: Signer | None = None,
 ) -> dict[str, Any]:
     """Deploy forwarder and registry, grant ISSUER_ROLE, write and return the record."""
     path = deployment_path(directory, network)

@@ -9,6 +9,9 @@ from web3.middleware import ExtraDataToPOAMiddleware
 
 from granular.errors import GranularError
 
+# What the rest of the code holds for a connected chain; only adapters/chain call into it.
+ChainConnection = Web3
+
 
 class ChainUnavailable(GranularError):
     code = "chain_unavailable"

@@ -18,6 +18,10 @@ ANVIL_CHAIN_ID = 31337
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
 
+# A local signing account, as services pass it around without calling into it.
+Signer = LocalAccount
+
+
 class KeystoreError(GranularError):
     code = "keystore_error"
 
