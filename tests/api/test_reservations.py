@@ -3,17 +3,20 @@ filter on GET /devices, and two buyers racing for one device."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db import reservations as store
+from granular.adapters.db.devices import DeviceRow
 from granular.domain.windows import Frequency
 from granular.errors import GranularError
 from granular.services import reservations as service
@@ -637,6 +640,35 @@ def test_an_ended_reservation_requests_nothing_after_its_end(
     assert got["volumes"]["requestedWh"] == 10_000
 
 
+def test_an_interval_across_the_start_or_a_release_counts_its_share_in_the_period(
+    client: TestClient, keys: Keys, ids: dict[str, int], clock: Clock
+) -> None:
+    """Shared in proportion to time, by largest remainder (as between windows): 10_001 Wh
+    over 23:30-01:00 across the start gives 6_667 Wh to its 60 min inside (6_667.33; the
+    30 min before has the larger remainder); 4_001 Wh over two hours across site-2's
+    release gives 2_001 Wh to the hour before it (equal remainders: the earlier piece)."""
+    created = reserve(
+        client, keys.buyer, [ids["site-1"], ids["site-2"]], start="2026-06-01T00:00:00Z"
+    )
+    url = f"/reservations/{created['id']}"
+    _history(
+        client,
+        keys,
+        "site-1",
+        [
+            ("2026-05-31T22:00:00Z", "2026-05-31T23:30:00Z", 9_000),  # wholly before
+            ("2026-05-31T23:30:00Z", "2026-06-01T01:00:00Z", 10_001),  # across the start
+        ],
+    )
+    assert client.get(url, headers=keys.buyer).json()["volumes"]["requestedWh"] == 6_667
+
+    client.patch(url, headers=keys.buyer, json={"removeDevices": [ids["site-2"]]})  # at NOW
+    clock.now = NOW + timedelta(days=2)
+    across_release = (NOW - timedelta(hours=1)).isoformat(), (NOW + timedelta(hours=1)).isoformat()
+    _history(client, keys, "site-2", [(*across_release, 4_001)])
+    assert client.get(url, headers=keys.buyer).json()["volumes"]["requestedWh"] == 6_667 + 2_001
+
+
 # --- reservable filter --------------------------------------------------------------------
 
 
@@ -652,6 +684,79 @@ def test_reservable_filter_combines_with_the_others(
     assert [d["externalId"] for d in everything] == ["site-1", "site-2", "site-3", "far"]
     busy = client.get("/devices", headers=keys.owner, params={"reservable": "false"}).json()
     assert [d["externalId"] for d in busy["devices"]] == ["site-2"]
+
+
+SQLITE_DEFAULT_VARIABLE_LIMIT = 32_766  # SQLITE_MAX_VARIABLE_NUMBER of a stock build
+PSYCOPG_PARAMETER_LIMIT = 65_535  # the PostgreSQL protocol's
+
+
+@pytest.fixture
+def parameter_limit(engine: Engine) -> Iterator[int]:
+    """How many parameters one statement may bind. SQLite builds differ (Debian's takes
+    250,000), so every SQLite connection is held to the stock limit for the test."""
+    if engine.dialect.name != "sqlite":
+        yield PSYCOPG_PARAMETER_LIMIT
+        return
+
+    def stock_limit(connection: sqlite3.Connection, _record: object) -> None:
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, SQLITE_DEFAULT_VARIABLE_LIMIT)
+
+    event.listen(engine, "connect", stock_limit)
+    engine.dispose()  # pooled connections reconnect with the limit
+    yield SQLITE_DEFAULT_VARIABLE_LIMIT
+    event.remove(engine, "connect", stock_limit)
+    engine.dispose()
+
+
+def test_the_reservable_filter_holds_with_more_busy_devices_than_bound_parameters(
+    client: TestClient,
+    keys: Keys,
+    ids: dict[str, int],
+    sessions: sessionmaker[Session],
+    parameter_limit: int,
+) -> None:
+    """One reservation holds one device more than the backend binds in a statement: the
+    busy devices never travel as parameters, so the filter still answers (no 500)."""
+    held = reserve(client, keys.buyer, [ids["site-1"]])
+    with sessions.begin() as session:
+        busy = parameter_limit + 1
+        site_1 = session.get_one(DeviceRow, ids["site-1"])
+        columns = {
+            name: getattr(site_1, name)
+            for name in (
+                "organization_id",
+                "country_code",
+                "fuel_code",
+                "device_type_code",
+                "capacity_w",
+                "commissioning_date",
+                "grid_interconnection",
+                "off_taker",
+                "yield_kwh_per_kw_year",
+                "created_at",
+                "updated_at",
+            )
+        }
+        session.execute(
+            insert(DeviceRow), [{**columns, "external_id": f"bulk-{n}"} for n in range(busy)]
+        )
+        bookings = select(
+            literal(held["id"]), DeviceRow.id, literal(NOW, DeviceRow.created_at.type)
+        ).where(DeviceRow.external_id.like("bulk-%"))
+        session.execute(
+            insert(store.ReservationDeviceRow).from_select(
+                ["reservation_id", "device_id", "added_at"], bookings
+            )
+        )
+    assert _reservable(client, keys, "true") == ["site-2", "site-3"]
+    page = client.get(
+        "/devices", headers=keys.other_buyer, params={"reservable": "false", "limit": 1000}
+    )
+    assert page.status_code == 200, page.text
+    found = [d["externalId"] for d in page.json()["devices"]]
+    assert len(found) == 1000
+    assert found[0] == "site-1"
+    assert all(external_id.startswith("bulk-") for external_id in found[1:])
 
 
 # --- concurrency --------------------------------------------------------------------------

@@ -12,10 +12,11 @@ extra Wh first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import pairwise
 
 from granular.domain.energy import EnergyInterval
 from granular.domain.units import RuleViolation, shift_months, to_utc
@@ -123,27 +124,42 @@ def split_interval(interval: EnergyInterval, frequency: Frequency) -> list[Windo
     interval is the overlap of `interval` and its window; the parts' `energy_wh` sum to
     `interval.energy_wh`.
     """
-    total_us = (interval.end - interval.start) // _MICROSECOND
     windows = windows_between(frequency, interval.start, interval.end)
-    if len(windows) == 1:
-        return [WindowPart(windows[0], interval)]
-    spans: list[tuple[datetime, datetime]] = []
+    pieces = split_at(interval, (window.start for window in windows[1:]))
+    return [WindowPart(window, piece) for window, piece in zip(windows, pieces, strict=True)]
+
+
+def split_at(interval: EnergyInterval, cuts: Iterable[datetime]) -> list[EnergyInterval]:
+    """`interval` cut at the instants of `cuts` that fall inside it, its energy shared
+    between the pieces exactly as `domain.windows.split_interval` shares it between
+    windows: in proportion to time (to the microsecond), whole Wh handed out by largest
+    remainder, the earlier piece first among equal remainders. The pieces, in order, sum
+    to `energy_wh`."""
+    inner = sorted({t for t in cuts if interval.start < t < interval.end})
+    spans = list(pairwise([interval.start, *inner, interval.end]))
+    total_us = (interval.end - interval.start) // _MICROSECOND
     floors: list[int] = []
     remainders: list[int] = []
-    for window in windows:
-        part_start = max(interval.start, window.start)
-        part_end = min(interval.end, window.end)
+    for piece_start, piece_end in spans:
         share, remainder = divmod(
-            interval.energy_wh * ((part_end - part_start) // _MICROSECOND), total_us
+            interval.energy_wh * ((piece_end - piece_start) // _MICROSECOND), total_us
         )
-        spans.append((part_start, part_end))
         floors.append(share)
         remainders.append(remainder)
-    # Largest remainder; ties go to the earlier window (stable sort on the index).
     missing_wh = interval.energy_wh - sum(floors)
-    for index in sorted(range(len(windows)), key=lambda i: -remainders[i])[:missing_wh]:
+    for index in sorted(range(len(spans)), key=lambda i: -remainders[i])[:missing_wh]:
         floors[index] += 1
     return [
-        WindowPart(window, EnergyInterval(interval.device, span[0], span[1], energy_wh))
-        for window, span, energy_wh in zip(windows, spans, floors, strict=True)
+        EnergyInterval(interval.device, piece_start, piece_end, energy_wh)
+        for (piece_start, piece_end), energy_wh in zip(spans, floors, strict=True)
     ]
+
+
+def share_in_span(interval: EnergyInterval, start: datetime, end: datetime) -> int:
+    """The Wh of `interval` that fall in `[start, end)`: the pieces inside it once the
+    interval is cut at `start` and `end` (`split_at`)."""
+    return sum(
+        piece.energy_wh
+        for piece in split_at(interval, (start, end))
+        if start <= piece.start and piece.end <= end
+    )

@@ -1,4 +1,4 @@
-"""Registering devices (one, a list, or a D-REC CSV) and finding them."""
+"""Registering devices (one, a list, or a D-REC CSV), finding them, and their revisions."""
 
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
-from granular.adapters.db.devices import DeviceFilter, StoredDevice, list_devices, upsert_device
+from granular.adapters.db.devices import (
+    DeviceFilter,
+    DeviceRevision,
+    StoredDevice,
+    get_devices_by_id,
+    list_device_revisions,
+    list_devices,
+    upsert_device,
+)
 from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, parse_device
-from granular.errors import Conflict, ValidationError
+from granular.errors import Conflict, NotFound, ValidationError
 from granular.services.accounts import Role
 from granular.services.reservations import reservable_filter
 
@@ -49,12 +57,14 @@ def register_devices(
     organization_id: int,
     rows: Sequence[tuple[int, Mapping[str, object] | str]],
     now: datetime,
+    api_key_id: int | None = None,
 ) -> list[RowResult]:
     """Store every valid row (by organization and externalId); reject the others, each with
     its line, field and reason. A row repeating an earlier externalId of the same upload is
-    rejected, so an upload never depends on its own row order."""
+    rejected, so an upload never depends on its own row order. Each created or updated
+    device gets a revision written by `api_key_id`, in the same transaction."""
     try:
-        return _register(sessions, organization_id, rows, now)
+        return _register(sessions, organization_id, rows, now, api_key_id)
     except IntegrityError:
         # Another upload created one of these externalIds at the same time: nothing of this
         # one was kept; sent again, its rows come back as updated or unchanged.
@@ -69,6 +79,7 @@ def _register(
     organization_id: int,
     rows: Sequence[tuple[int, Mapping[str, object] | str]],
     now: datetime,
+    api_key_id: int | None,
 ) -> list[RowResult]:
     results: list[RowResult] = []
     first_line: dict[str, int] = {}
@@ -101,18 +112,31 @@ def _register(
                 continue
             first_line[spec.external_id] = line
             status, stored = upsert_device(
-                session=session, organization_id=organization_id, spec=spec, now=now
+                session=session,
+                organization_id=organization_id,
+                spec=spec,
+                now=now,
+                api_key_id=api_key_id,
             )
             results.append(RowResult(line, status, spec.external_id, stored))
     return results
 
 
 def register_csv(
-    *, sessions: sessionmaker[Session], organization_id: int, content: bytes, now: datetime
+    *,
+    sessions: sessionmaker[Session],
+    organization_id: int,
+    content: bytes,
+    now: datetime,
+    api_key_id: int | None = None,
 ) -> list[RowResult]:
     """`register_devices` for the rows of a D-REC device CSV (see `read_csv`)."""
     return register_devices(
-        sessions=sessions, organization_id=organization_id, rows=read_csv(content), now=now
+        sessions=sessions,
+        organization_id=organization_id,
+        rows=read_csv(content),
+        now=now,
+        api_key_id=api_key_id,
     )
 
 
@@ -198,6 +222,31 @@ def find_devices(
     where = reservable_filter(sessions=sessions, where=where, reservable=reservable, now=now)
     with sessions() as session:
         return list_devices(session=session, where=where, limit=limit, offset=offset)
+
+
+def device_revisions(
+    *, sessions: sessionmaker[Session], caller: Principal, device_id: int
+) -> list[DeviceRevision]:
+    """Every revision of the device, oldest first. Visible as in `find_devices`: a device
+    owner sees its own organization's devices only (another's is not found); other roles
+    see all."""
+    with sessions() as session:
+        found = get_devices_by_id(session=session, device_ids=[device_id])
+        if not found or (
+            caller.role == Role.DEVICE_OWNER.value
+            and found[0].organization_id != caller.organization_id
+        ):
+            raise NotFound(f"deviceId: no device {device_id}")
+        return list_device_revisions(session=session, device=found[0])
+
+
+def revision_json(revision: DeviceRevision) -> dict[str, Any]:
+    """`device_json` of the revision's spec, with its number and when it came into force."""
+    return {
+        **device_json(revision.device),
+        "revision": revision.revision,
+        "validFrom": revision.valid_from.isoformat(),
+    }
 
 
 def device_json(device: StoredDevice, organization: str | None = None) -> dict[str, Any]:

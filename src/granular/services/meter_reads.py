@@ -13,7 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
-from granular.adapters.db.devices import StoredDevice, devices_with_external_id, get_device
+from granular.adapters.db.devices import (
+    StoredDevice,
+    devices_with_external_id,
+    get_device,
+    latest_device_revision,
+)
 from granular.adapters.db.readings import (
     add_reads_and_intervals,
     add_submission,
@@ -88,7 +93,8 @@ def ingest_reads(
     now: datetime,
 ) -> IngestResult:
     """Validate `reads` in order against the device's stored state and each other; store
-    the accepted reads, their intervals, the new state and the request, atomically."""
+    the accepted reads, their intervals, the new state and the request, atomically. The
+    request records the device revision whose parameters validated it."""
     raws = [RawRead(kind, read.end, read.value, read.start, unit) for read in reads]
     ends = [end for end in (_utc_or_none(r.end) for r in reads) if end is not None]
     starts = [start for start in (_utc_or_none(r.start) for r in reads) if start is not None]
@@ -97,6 +103,11 @@ def ingest_reads(
         with sessions.begin() as session:
             device = _device_of(session, caller.organization_id, external_id)
             state = lock_read_state(session=session, device_id=device.id)
+            # Read under the device's lock, which an update of the device also takes: the
+            # parameters validating the reads are exactly the revision the request names.
+            revision = latest_device_revision(session=session, device=device)
+            if revision is not None:
+                device = revision.device
             recorded = recorded_for(
                 session=session,
                 device_id=device.id,
@@ -122,6 +133,7 @@ def ingest_reads(
                 payload=dict(payload),
                 read_count=len(reads),
                 accepted_count=len(batch.accepted_reads),
+                device_revision_id=None if revision is None else revision.id,
             )
             add_reads_and_intervals(
                 session=session,

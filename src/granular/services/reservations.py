@@ -11,9 +11,11 @@ bookings of the devices concerned, `now`), calls them, and stores the result.
   take the device 12 h after that (the domain's cool-down), for a period that does not
   overlap the one this reservation covered.
 - Volumes: `requested_wh` is the energy known for the reservation's devices within the
-  period each one covered (intervals lying wholly inside it). `issued_wh`, `failed_wh` and
-  `leftover_wh` are columns of the reservation that the issuance service will write; it is
-  not built yet, so they read 0.
+  period each one covered: every interval inside it, and the in-period share of each one
+  crossing its start or end (cut at those instants and shared in proportion to time, by
+  largest remainder, as `domain.windows.split_interval` shares one between windows).
+  `issued_wh`, `failed_wh` and `leftover_wh` are columns of the reservation that the
+  issuance service will write; it is not built yet, so they read 0.
 - Access: only a buyer creates, changes or ends a reservation, and only its own
   organization's; issuers and viewers read every reservation; another organization's buyer
   is told a reservation does not exist (404), never that it belongs to someone else.
@@ -28,7 +30,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from eth_utils.address import is_checksum_address, to_checksum_address
@@ -36,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
 from granular.adapters.db.devices import DeviceFilter
-from granular.adapters.db.readings import energy_between
+from granular.adapters.db.readings import SpanEnergy, energy_between
 from granular.adapters.db.reservations import (
     BookingRecord,
     NewReservationRow,
@@ -49,8 +51,8 @@ from granular.adapters.db.reservations import (
     list_reservations,
     lock_devices,
     lock_reservation,
-    recent_booking_records,
     release_devices,
+    reservable_clause,
     update_terms,
 )
 from granular.domain.gas import Tier
@@ -63,11 +65,12 @@ from granular.domain.reservations import (
     validate_reservation_update,
 )
 from granular.domain.units import RuleViolation, to_utc
-from granular.domain.windows import Frequency
+from granular.domain.windows import Frequency, share_in_span
 from granular.errors import Forbidden, NotFound
 from granular.services.accounts import Role
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_MICROSECOND = timedelta(microseconds=1)
 READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
 
 
@@ -260,7 +263,8 @@ def booking_of(record: BookingRecord) -> DeviceBooking:
 
 def blocks_device(booking: DeviceBooking, now: datetime) -> bool:
     """True while the booking keeps the device from another reservation: it is held, or
-    was released less than 12 h ago."""
+    was released less than 12 h ago. (GET /devices?reservable applies the same rule in
+    SQL: `adapters.db.reservations.reservable_clause`.)"""
     available_at = booking.available_at
     return booking.is_live(now) or available_at is None or now < available_at
 
@@ -278,6 +282,12 @@ def covered_until(reservation: StoredReservation) -> dict[int, datetime]:
         )
         until[stint.device_id] = max(moment, until.get(stint.device_id, moment))
     return until
+
+
+def energy_in_span(found: SpanEnergy, start: datetime, end: datetime) -> int:
+    """The Wh in `[start, end)` of what `energy_between` found for that span: the whole
+    intervals, and the share of each crossing `start` or `end` (`share_in_span`)."""
+    return found.inside_wh + sum(share_in_span(i, start, end) for i in found.straddling)
 
 
 def terms_of(reservation: StoredReservation) -> ReservationTerms:
@@ -487,16 +497,13 @@ def reservable_filter(
     *, sessions: sessionmaker[Session], where: DeviceFilter, reservable: bool | None, now: datetime
 ) -> DeviceFilter:
     """`where` narrowed to the devices that can (True) or cannot (False) be reserved at
-    `now`: a device cannot while a reservation holds it or for 12 h after its release."""
+    `now`: a device cannot while a reservation holds it or for 12 h after its release.
+    The narrowing is a SQL condition the device query evaluates, so it reads nothing
+    here (`sessions` is unused)."""
     if reservable is None:
         return where
-    now = to_utc(now, field="now")
-    with sessions() as session:
-        records = recent_booking_records(session=session, cutoff=now - RELEASE_COOLDOWN)
-    busy = frozenset(r.device_id for r in records if blocks_device(booking_of(r), now))
-    if reservable:
-        return replace(where, device_ids_not_in=busy)
-    return replace(where, device_ids_in=busy)
+    cutoff = to_utc(now, field="now") - RELEASE_COOLDOWN
+    return replace(where, reservable_clause=reservable_clause(reservable=reservable, cutoff=cutoff))
 
 
 # --- internals ----------------------------------------------------------------------------
@@ -514,7 +521,11 @@ def _view(session: Session, reservation: StoredReservation, now: datetime) -> Re
         if until > reservation.start:
             by_until[until].append(device_id)
     requested_wh = sum(
-        energy_between(session=session, device_ids=ids, start=reservation.start, end=until)
+        energy_in_span(
+            energy_between(session=session, device_ids=ids, start=reservation.start, end=until),
+            reservation.start,
+            until,
+        )
         for until, ids in by_until.items()
     )
     volumes = Volumes(

@@ -1,4 +1,4 @@
-"""Devices: one row per (organization, externalId)."""
+"""Devices: one row per (organization, externalId), and the revisions of each."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     ForeignKey,
+    Integer,
     Numeric,
     String,
     UniqueConstraint,
+    func,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -46,6 +49,48 @@ class DeviceRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class DeviceRevisionRow(Base):
+    """One version of a device's spec, as written by a create or a real update.
+
+    Revision n of a device holds the spec in force from `valid_from` until revision n + 1's
+    `valid_from` (or now); `api_key_id` is the key that wrote it (None when unknown, as for
+    the revisions migration 0006 gave devices that existed before it). Rows are only ever
+    inserted, in the transaction that writes the device, so the latest revision is always
+    the device row's spec.
+
+    The spec is held in typed columns, one per `DeviceSpec` field with the `devices` type,
+    rather than as a JSON snapshot: a revision reads back through the same `_spec` as the
+    device (same Numeric precision, same UTC handling), so "revision n equals the device"
+    is an exact comparison; an auditor can query and join on `capacity_w` or
+    `commissioning_date` in plain SQL on SQLite and PostgreSQL alike; and a new device field
+    cannot be left out of the trail silently, since `_add_revision` copies `_SPEC_COLUMNS` and
+    fails until the column exists here too (the migration adding it to `devices` adds it
+    here)."""
+
+    __tablename__ = "device_revisions"
+    # The unique key also serves lookups by device (its leading column): no separate index.
+    __table_args__ = (UniqueConstraint("device_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    revision: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    external_id: Mapped[str] = mapped_column(String(64))
+    project_name: Mapped[str | None] = mapped_column(String(200))
+    country_code: Mapped[str] = mapped_column(String(3))
+    fuel_code: Mapped[str] = mapped_column(String(16))
+    device_type_code: Mapped[str] = mapped_column(String(16))
+    capacity_w: Mapped[int] = mapped_column(BigInteger)
+    commissioning_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    grid_interconnection: Mapped[bool] = mapped_column(Boolean)
+    off_taker: Mapped[str] = mapped_column(String(40))
+    yield_kwh_per_kw_year: Mapped[Decimal] = mapped_column(Numeric(12, 4))
+    latitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
+    longitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
+    description: Mapped[str | None] = mapped_column(String(2000))
+
+
 @dataclass(frozen=True, slots=True)
 class StoredDevice:
     id: int
@@ -62,8 +107,9 @@ class DeviceFilter:
     device_type_code: str | None = None
     capacity_min_w: int | None = None
     capacity_max_w: int | None = None
-    device_ids_in: frozenset[int] | None = None
-    device_ids_not_in: frozenset[int] | None = None
+    # A condition on DeviceRow keeping the devices that can (or cannot) be reserved: an
+    # EXISTS / NOT EXISTS built by `adapters.db.reservations.reservable_clause`.
+    reservable_clause: ColumnElement[bool] | None = None
 
 
 _SPEC_COLUMNS = (
@@ -83,7 +129,7 @@ _SPEC_COLUMNS = (
 )
 
 
-def _spec(row: DeviceRow) -> DeviceSpec:
+def _spec(row: DeviceRow | DeviceRevisionRow) -> DeviceSpec:
     values: dict[str, Any] = {name: getattr(row, name) for name in _SPEC_COLUMNS}
     # SQLite returns naive datetimes (every stored one is UTC); PostgreSQL returns the
     # session's time zone, which need not be UTC.
@@ -117,9 +163,16 @@ def _normalised(spec: DeviceSpec) -> DeviceSpec:
 
 
 def upsert_device(
-    *, session: Session, organization_id: int, spec: DeviceSpec, now: datetime
+    *,
+    session: Session,
+    organization_id: int,
+    spec: DeviceSpec,
+    now: datetime,
+    api_key_id: int | None = None,
 ) -> tuple[str, StoredDevice]:
-    """Create or update by (organization, externalId): "created", "updated" or "unchanged"."""
+    """Create or update by (organization, externalId): "created", "updated" or "unchanged".
+    A create writes revision 1, an update the next revision (both by `api_key_id`, at
+    `now`); "unchanged" writes nothing."""
     row = session.scalar(
         select(DeviceRow).where(
             DeviceRow.organization_id == organization_id,
@@ -132,14 +185,37 @@ def upsert_device(
             setattr(row, name, value)
         session.add(row)
         session.flush()
+        _add_revision(session, row, now, api_key_id)
         return "created", _stored(row)
     if _spec(row) == _normalised(spec):
         return "unchanged", _stored(row)
     for name, value in spec.as_columns().items():
         setattr(row, name, value)
     row.updated_at = now
+    # The UPDATE goes first: on PostgreSQL it holds the device's row lock from here on, so
+    # a concurrent update of the same device waits, and the next number read below already
+    # counts any revision committed before (READ COMMITTED reads per statement).
     session.flush()
+    _add_revision(session, row, now, api_key_id)
     return "updated", _stored(row)
+
+
+def _add_revision(session: Session, row: DeviceRow, now: datetime, api_key_id: int | None) -> None:
+    """The device's next revision: its spec as now written. Two writers that still reach the
+    same number (SQLite has no row lock) break the unique key: an IntegrityError, which
+    rolls the whole upload back."""
+    latest = session.scalar(
+        select(func.max(DeviceRevisionRow.revision)).where(DeviceRevisionRow.device_id == row.id)
+    )
+    revision = DeviceRevisionRow(
+        device_id=row.id,
+        revision=(latest or 0) + 1,
+        valid_from=now,
+        api_key_id=api_key_id,
+        **{name: getattr(row, name) for name in _SPEC_COLUMNS},
+    )
+    session.add(revision)
+    session.flush()
 
 
 def get_device(
@@ -169,6 +245,47 @@ def get_devices_by_id(*, session: Session, device_ids: list[int]) -> list[Stored
     return [_stored(row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRevision:
+    """Revision `revision` of a device: `device.spec` was in force from `valid_from` until
+    the next revision's `valid_from`. `id` is what a meter-read submission points at."""
+
+    id: int
+    revision: int
+    valid_from: datetime
+    api_key_id: int | None
+    device: StoredDevice
+
+
+def _revision(row: DeviceRevisionRow, organization_id: int) -> DeviceRevision:
+    moment = row.valid_from
+    valid_from = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    device = StoredDevice(row.device_id, organization_id, _spec(row))
+    return DeviceRevision(row.id, row.revision, valid_from, row.api_key_id, device)
+
+
+def list_device_revisions(*, session: Session, device: StoredDevice) -> list[DeviceRevision]:
+    """Every revision of `device`, oldest first."""
+    rows = session.scalars(
+        select(DeviceRevisionRow)
+        .where(DeviceRevisionRow.device_id == device.id)
+        .order_by(DeviceRevisionRow.revision)
+    )
+    return [_revision(row, device.organization_id) for row in rows]
+
+
+def latest_device_revision(*, session: Session, device: StoredDevice) -> DeviceRevision | None:
+    """The revision in force: the device's spec as last written (None only for a device
+    no revision was ever written for, which `upsert_device` never leaves)."""
+    row = session.scalar(
+        select(DeviceRevisionRow)
+        .where(DeviceRevisionRow.device_id == device.id)
+        .order_by(DeviceRevisionRow.revision.desc())
+        .limit(1)
+    )
+    return None if row is None else _revision(row, device.organization_id)
+
+
 def list_devices(
     *, session: Session, where: DeviceFilter, limit: int, offset: int
 ) -> list[StoredDevice]:
@@ -186,9 +303,7 @@ def list_devices(
         query = query.where(DeviceRow.capacity_w >= where.capacity_min_w)
     if where.capacity_max_w is not None:
         query = query.where(DeviceRow.capacity_w <= where.capacity_max_w)
-    if where.device_ids_in is not None:
-        query = query.where(DeviceRow.id.in_(where.device_ids_in))
-    if where.device_ids_not_in:
-        query = query.where(DeviceRow.id.not_in(where.device_ids_not_in))
+    if where.reservable_clause is not None:
+        query = query.where(where.reservable_clause)
     query = query.order_by(DeviceRow.id).limit(limit).offset(offset)
     return [_stored(row) for row in session.scalars(query)]

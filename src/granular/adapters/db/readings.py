@@ -3,7 +3,8 @@ intervals, and one read-state row per device."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -31,7 +33,9 @@ from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterR
 
 
 class ReadSubmissionRow(Base):
-    """One POST /meter-reads request as received, for audit."""
+    """One POST /meter-reads request as received, for audit. `device_revision_id` is the
+    device revision whose parameters validated it (None for submissions stored before
+    device revisions existed)."""
 
     __tablename__ = "meter_read_submissions"
 
@@ -44,6 +48,7 @@ class ReadSubmissionRow(Base):
     payload: Mapped[Any] = mapped_column(JSON)
     read_count: Mapped[int] = mapped_column(Integer)
     accepted_count: Mapped[int] = mapped_column(Integer)
+    device_revision_id: Mapped[int | None] = mapped_column(ForeignKey("device_revisions.id"))
 
 
 class MeterReadRow(Base):
@@ -205,6 +210,7 @@ def add_submission(
     payload: Any,
     read_count: int,
     accepted_count: int,
+    device_revision_id: int | None,
 ) -> int:
     row = ReadSubmissionRow(
         device_id=device_id,
@@ -215,6 +221,7 @@ def add_submission(
         payload=_as_received(payload),
         read_count=read_count,
         accepted_count=accepted_count,
+        device_revision_id=device_revision_id,
     )
     session.add(row)
     session.flush()
@@ -285,17 +292,50 @@ def list_intervals(
     return [EnergyInterval(device_key, utc(s), utc(e), wh) for s, e, wh in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class SpanEnergy:
+    """What is stored of some devices' energy in a span `[start, end)`: the total of the
+    intervals lying wholly inside it, summed by the database, and the intervals that
+    overlap it but stick out of it, whose in-span share the caller works out. A device's
+    intervals never overlap, so it has at most two of these: one across `start`, one
+    across `end` (or a single one across both)."""
+
+    inside_wh: int
+    straddling: tuple[EnergyInterval, ...]
+
+
 def energy_between(
-    *, session: Session, device_ids: Sequence[int], start: datetime, end: datetime
-) -> int:
-    """Energy of intervals lying wholly inside `[start, end)` for the devices (Wh)."""
-    if not device_ids:
-        return 0
-    total = session.scalar(
+    *, session: Session, device_ids: Collection[int], start: datetime, end: datetime
+) -> SpanEnergy:
+    """The devices' energy in `[start, end)`: whole intervals summed in SQL, the few that
+    cross `start` or `end` fetched as they are (their `device` is the device id as text)."""
+    if not device_ids or start >= end:
+        return SpanEnergy(0, ())
+    ids = sorted(device_ids)
+    overlapping = (
+        EnergyIntervalRow.device_id.in_(ids),
+        EnergyIntervalRow.start_at < end,
+        EnergyIntervalRow.end_at > start,
+    )
+    inside_wh = session.scalar(
         select(func.coalesce(func.sum(EnergyIntervalRow.energy_wh), 0)).where(
-            EnergyIntervalRow.device_id.in_(device_ids),
-            EnergyIntervalRow.start_at >= start,
-            EnergyIntervalRow.end_at <= end,
+            *overlapping, EnergyIntervalRow.start_at >= start, EnergyIntervalRow.end_at <= end
         )
     )
-    return int(total or 0)
+    rows = session.execute(
+        select(
+            EnergyIntervalRow.device_id,
+            EnergyIntervalRow.start_at,
+            EnergyIntervalRow.end_at,
+            EnergyIntervalRow.energy_wh,
+        )
+        .where(
+            *overlapping,
+            or_(EnergyIntervalRow.start_at < start, EnergyIntervalRow.end_at > end),
+        )
+        .order_by(EnergyIntervalRow.device_id, EnergyIntervalRow.start_at)
+    )
+    straddling = tuple(
+        EnergyInterval(str(device_id), utc(s), utc(e), wh) for device_id, s, e, wh in rows
+    )
+    return SpanEnergy(int(inside_wh or 0), straddling)

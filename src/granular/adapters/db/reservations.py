@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -299,17 +300,33 @@ def booking_records(*, session: Session, device_ids: Collection[int]) -> list[Bo
     return _records(session.execute(query.order_by(ReservationDeviceRow.id)))
 
 
-def recent_booking_records(*, session: Session, cutoff: datetime) -> list[BookingRecord]:
-    """The stints that had not ended before `cutoff`: not released, ended, completed or
-    past their reservation's `end` before it. Older stints cannot block a device any more;
-    the caller applies the exact rule to these."""
-    query = _booking_query().where(
-        ReservationRow.end_at >= cutoff,
-        or_(ReservationDeviceRow.released_at.is_(None), ReservationDeviceRow.released_at >= cutoff),
-        or_(ReservationRow.ended_at.is_(None), ReservationRow.ended_at >= cutoff),
-        or_(ReservationRow.completed_at.is_(None), ReservationRow.completed_at >= cutoff),
+def reservable_clause(*, reservable: bool, cutoff: datetime) -> ColumnElement[bool]:
+    """A condition on `DeviceRow`, true for the devices that can (`reservable`) or cannot
+    be reserved, `cutoff` being `now` minus the 12 h cool-down.
+
+    A stint blocks its device until 12 h after it ended, at the earliest of its release,
+    its reservation's `ended_at`, `completed_at` and `end`
+    (`services.reservations.blocks_device`); so it still blocks at `now` while each of
+    those that is set lies after `cutoff`. A correlated EXISTS (on the stints' index by
+    device): the database finds the busy devices itself, however many there are, instead
+    of receiving them as bound parameters."""
+    blocking = (
+        select(ReservationDeviceRow.id)
+        .join(ReservationRow, ReservationRow.id == ReservationDeviceRow.reservation_id)
+        .where(
+            ReservationDeviceRow.device_id == DeviceRow.id,
+            ReservationRow.end_at > cutoff,
+            or_(
+                ReservationDeviceRow.released_at.is_(None),
+                ReservationDeviceRow.released_at > cutoff,
+            ),
+            or_(ReservationRow.ended_at.is_(None), ReservationRow.ended_at > cutoff),
+            or_(ReservationRow.completed_at.is_(None), ReservationRow.completed_at > cutoff),
+        )
+        .correlate(DeviceRow)
+        .exists()
     )
-    return _records(session.execute(query.order_by(ReservationDeviceRow.id)))
+    return ~blocking if reservable else blocking
 
 
 # --- writes -------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""/devices: register devices (JSON or D-REC CSV) and find them."""
+"""/devices: register devices (JSON or D-REC CSV), find them, read their revisions."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Query, Response, UploadFile
+from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 
 from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
@@ -15,14 +15,17 @@ from granular.services.accounts import Role
 from granular.services.devices import (
     RowResult,
     device_json,
+    device_revisions,
     find_devices,
     register_csv,
     register_devices,
+    revision_json,
 )
 
 router = APIRouter(prefix="/devices", tags=["devices"], route_class=ExactJSONRoute)
 WRITERS = (Role.DEVICE_OWNER, Role.ISSUER)
 MAX_INT64 = 2**63 - 1  # what a database integer parameter can hold (SQLite refuses more)
+MAX_INT32 = 2**31 - 1  # devices.id is an INTEGER column: PostgreSQL refuses more
 # Filters take the shapes the fields are stored in (a NUL would be a 500 on PostgreSQL).
 OFF_TAKER = f"^({'|'.join(OFF_TAKERS)})$"
 
@@ -70,6 +73,7 @@ def post_devices(
         organization_id=caller.organization_id,
         rows=list(enumerate(items)),
         now=now,
+        api_key_id=caller.api_key_id,
     )
     if isinstance(payload, dict):
         (result,) = results
@@ -86,7 +90,11 @@ def post_devices_csv(
 ) -> dict[str, Any]:
     require_role(caller, *WRITERS)
     results = register_csv(
-        sessions=sessions, organization_id=caller.organization_id, content=file.file.read(), now=now
+        sessions=sessions,
+        organization_id=caller.organization_id,
+        content=file.file.read(),
+        now=now,
+        api_key_id=caller.api_key_id,
     )
     return _summary(results, "line")
 
@@ -135,3 +143,15 @@ def get_devices(
         offset=offset,
     )
     return {"devices": [device_json(d) for d in devices], "limit": limit, "offset": offset}
+
+
+@router.get("/{deviceId}/revisions", summary="Every revision of a device's parameters")
+def get_device_revisions(
+    caller: Caller,
+    sessions: Sessions,
+    device_id: Annotated[int, Path(alias="deviceId", ge=1, le=MAX_INT32)],
+) -> dict[str, Any]:
+    """The device's revisions, oldest first: the fields of GET /devices as each revision
+    wrote them, its `revision` number (from 1) and `validFrom`, when it came into force."""
+    revisions = device_revisions(sessions=sessions, caller=caller, device_id=device_id)
+    return {"revisions": [revision_json(r) for r in revisions]}
