@@ -30,7 +30,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from eth_utils.address import is_checksum_address, to_checksum_address
@@ -70,7 +70,6 @@ from granular.errors import Forbidden, NotFound
 from granular.services.accounts import Role
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_MICROSECOND = timedelta(microseconds=1)
 READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
 
 
