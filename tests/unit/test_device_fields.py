@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from granular.adapters.db import readings, reservations
+from granular.adapters.db import readings
+from granular.adapters.db.base import as_utc
 from granular.domain.devices import DeviceFieldInvalid, parse_device
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
@@ -79,9 +79,9 @@ def test_a_commissioning_date_utc_cannot_hold_is_refused(value: str) -> None:
     assert refused.value.field == "commissioningDate"
 
 
-@pytest.mark.parametrize("helper", [readings.utc, reservations._utc], ids=["readings", "bookings"])
-def test_stored_instants_come_back_in_utc_whatever_the_session_zone(helper: Any) -> None:
+def test_stored_instants_come_back_in_utc_whatever_the_session_zone() -> None:
     """PostgreSQL returns timestamptz in the session's zone; the API promises UTC."""
+    helper = as_utc
     new_york = datetime(2026, 6, 30, 20, tzinfo=ZoneInfo("America/New_York"))
     assert helper(new_york).tzinfo is UTC
     assert helper(new_york) == datetime(2026, 7, 1, tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from granular.adapters.db.base import Base
+from granular.adapters.db.base import Base, as_utc
 from granular.domain.devices import DeviceSpec
 
 
@@ -134,9 +134,7 @@ def _spec(row: DeviceRow | DeviceRevisionRow) -> DeviceSpec:
     # SQLite returns naive datetimes (every stored one is UTC); PostgreSQL returns the
     # session's time zone, which need not be UTC.
     moment = values["commissioning_date"]
-    values["commissioning_date"] = (
-        moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    )
+    values["commissioning_date"] = as_utc(moment)
     for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
         if values[name] is not None:
             values[name] = _canonical(Decimal(values[name]))
@@ -258,8 +256,7 @@ class DeviceRevision:
 
 
 def _revision(row: DeviceRevisionRow, organization_id: int) -> DeviceRevision:
-    moment = row.valid_from
-    valid_from = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    valid_from = as_utc(row.valid_from)
     device = StoredDevice(row.device_id, organization_id, _spec(row))
     return DeviceRevision(row.id, row.revision, valid_from, row.api_key_id, device)
 

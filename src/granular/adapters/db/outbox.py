@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import cast
 
@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
 
-from granular.adapters.db.base import Base
+from granular.adapters.db.base import Base, as_utc
 
 # BIGINT keys everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -150,11 +150,6 @@ class TxLease(Base):
 
 
 # --- values -------------------------------------------------------------------------------
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; every stored time is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

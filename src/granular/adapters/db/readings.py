@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from granular.adapters.db.base import Base
+from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRow
 from granular.domain.energy import EnergyInterval
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
@@ -94,14 +94,6 @@ class DeviceReadStateRow(Base):
     last_aggregate_wh: Mapped[int | None] = mapped_column(BigInteger)
 
 
-def utc(moment: datetime) -> datetime:
-    """A stored instant in UTC. SQLite hands back naive datetimes (every stored one is UTC);
-    PostgreSQL hands back the session's time zone, which need not be UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-
-
 def lock_read_state(*, session: Session, device_id: int) -> DeviceReadState:
     """The device's read state, locked until the transaction ends. Creates the row on the
     device's first submission.
@@ -125,7 +117,7 @@ def lock_read_state(*, session: Session, device_id: int) -> DeviceReadState:
         return DeviceReadState()
     return DeviceReadState(
         last_kind=ReadKind(row.last_kind) if row.last_kind else None,
-        last_end=utc(row.last_end) if row.last_end else None,
+        last_end=as_utc(row.last_end) if row.last_end else None,
         baseline_kind=ReadKind(row.baseline_kind) if row.baseline_kind else None,
         last_aggregate_wh=row.last_aggregate_wh,
     )
@@ -158,7 +150,7 @@ def recorded_for(
             ).where(MeterReadRow.device_id == device_id, MeterReadRow.end_at.in_(chunk))
         )
         reads.extend(
-            MeterRead(ReadKind(kind), utc(end), value, utc(start) if start else None)
+            MeterRead(ReadKind(kind), as_utc(end), value, as_utc(start) if start else None)
             for kind, end, value, start in rows
         )
     intervals: list[EnergyInterval] = []
@@ -173,7 +165,7 @@ def recorded_for(
                 EnergyIntervalRow.end_at > start,
             )
         )
-        intervals = [EnergyInterval(device_key, utc(s), utc(e), wh) for s, e, wh in rows]
+        intervals = [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
     return InMemoryRecordedReads(reads, intervals)
 
 
@@ -289,7 +281,7 @@ def list_intervals(
         .order_by(EnergyIntervalRow.start_at)
         .limit(limit)
     )
-    return [EnergyInterval(device_key, utc(s), utc(e), wh) for s, e, wh in rows]
+    return [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +328,6 @@ def energy_between(
         .order_by(EnergyIntervalRow.device_id, EnergyIntervalRow.start_at)
     )
     straddling = tuple(
-        EnergyInterval(str(device_id), utc(s), utc(e), wh) for device_id, s, e, wh in rows
+        EnergyInterval(str(device_id), as_utc(s), as_utc(e), wh) for device_id, s, e, wh in rows
     )
     return SpanEnergy(int(inside_wh or 0), straddling)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from granular.adapters.db.base import Base
+from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRow
 
 
@@ -142,16 +142,8 @@ class NewReservationRow:
     gas_tier: str
 
 
-def _utc(moment: datetime) -> datetime:
-    """A stored instant in UTC. SQLite hands back naive datetimes (every stored one is UTC);
-    PostgreSQL hands back the session's time zone, which need not be UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-
-
 def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _utc(moment)
+    return None if moment is None else as_utc(moment)
 
 
 # --- locks --------------------------------------------------------------------------------
@@ -213,21 +205,21 @@ def _stored(session: Session, rows: list[ReservationRow]) -> list[StoredReservat
         )
         for reservation_id, device_id, added_at, released_at in found:
             stints[reservation_id].append(
-                Stint(device_id, _utc(added_at), _utc_or_none(released_at))
+                Stint(device_id, as_utc(added_at), _utc_or_none(released_at))
             )
     return [
         StoredReservation(
             id=row.id,
             organization_id=row.organization_id,
             frequency=row.frequency,
-            start=_utc(row.start_at),
-            end=_utc(row.end_at),
+            start=as_utc(row.start_at),
+            end=as_utc(row.end_at),
             target_volume_wh=row.target_volume_wh,
             authority_to_exceed=row.authority_to_exceed,
             wallet=row.wallet,
             gas_tier=row.gas_tier,
-            created_at=_utc(row.created_at),
-            updated_at=_utc(row.updated_at),
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
             ended_at=_utc_or_none(row.ended_at),
             completed_at=_utc_or_none(row.completed_at),
             issued_wh=row.issued_wh,
@@ -282,8 +274,8 @@ def _records(rows: Iterable[Row[_BookingColumns]]) -> list[BookingRecord]:
         BookingRecord(
             device_id=device_id,
             reservation_id=reservation_id,
-            start=_utc(start),
-            end=_utc(end),
+            start=as_utc(start),
+            end=as_utc(end),
             released_at=_utc_or_none(released),
             ended_at=_utc_or_none(ended),
             completed_at=_utc_or_none(completed),
