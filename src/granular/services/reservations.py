@@ -363,6 +363,20 @@ def create_reservation(
         return _view(session, _must_get(session, reservation_id), now)
 
 
+def _lock_open(
+    session: Session, principal: Principal, reservation_id: int, now: datetime
+) -> StoredReservation:
+    """The caller's own reservation, locked, that has neither ended nor completed. Another
+    organization's reservation answers like a missing one, so its existence never leaks."""
+    current = lock_reservation(session=session, reservation_id=reservation_id)
+    if current is None or current.organization_id != principal.organization_id:
+        raise ReservationNotFound(reservation_id)
+    closed = closed_at(current, now)
+    if closed is not None:
+        raise ReservationEnded(str(reservation_id), closed)
+    return current
+
+
 def change_reservation(
     *,
     sessions: sessionmaker[Session],
@@ -375,12 +389,7 @@ def change_reservation(
     _require(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
-        current = lock_reservation(session=session, reservation_id=reservation_id)
-        if current is None or current.organization_id != principal.organization_id:
-            raise ReservationNotFound(reservation_id)
-        closed = closed_at(current, now)
-        if closed is not None:
-            raise ReservationEnded(str(reservation_id), closed)
+        current = _lock_open(session, principal, reservation_id, now)
         held = current.held_device_ids
         if both := change.add_devices & change.remove_devices:
             raise DeviceAddedAndRemoved(both)
@@ -450,12 +459,7 @@ def end_live_reservation(
     _require(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
-        current = lock_reservation(session=session, reservation_id=reservation_id)
-        if current is None or current.organization_id != principal.organization_id:
-            raise ReservationNotFound(reservation_id)
-        closed = closed_at(current, now)
-        if closed is not None:
-            raise ReservationEnded(str(reservation_id), closed)
+        _lock_open(session, principal, reservation_id, now)
         end_reservation(session=session, reservation_id=reservation_id, now=now)
         return _view(session, _must_get(session, reservation_id), now)
 
