@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from granular.services import outbox as service
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (  # _close_senders: an autouse fixture
     CHAIN_ID,
+    Clock,
     _close_senders,  # noqa: F401
     all_final,
     assert_chain_agrees,
@@ -121,8 +123,8 @@ def test_a_full_batch_whose_gas_cannot_be_estimated_stays_queued_without_spinnin
     owner: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A batch that needs more gas than a block holds: not a revert, so it is kept and
-    alerted each round; with nothing moved, `run` waits its poll interval (no more_work)."""
+    """A batch that needs more gas than a block holds: not a revert, so it is kept queued,
+    alerted and backs off; with nothing behind it, `run` waits its poll interval."""
     submit_mints(
         sessions, chain.registry, issuer_account.address, ["huge"], owner=owner, items=1_500
     )
@@ -133,6 +135,117 @@ def test_a_full_batch_whose_gas_cannot_be_estimated_stays_queued_without_spinnin
     assert states(sessions) == {"huge": RequestState.QUEUED}
     alerts = [json.loads(r.getMessage()) for r in caplog.records]
     assert [(a["alert"], a["idempotency_key"]) for a in alerts] == [("gas_estimate_failed", "huge")]
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def _estimate_alerts(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int]]:
+    """(key, failures so far) of each gas_estimate_failed alert, then forgets the records."""
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    caplog.clear()
+    return [
+        (line["idempotency_key"], line["estimate_failures"])
+        for line in lines
+        if line.get("alert") == "gas_estimate_failed"
+    ]
+
+
+def test_requests_whose_gas_cannot_be_estimated_back_off_and_let_the_next_ones_through(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full batch at the head of the queue whose estimates fail without a revert (more
+    gas than a block holds) waits out a doubling backoff on the sender's clock; the request
+    behind it is signed the next round with the next nonce."""
+    clock = Clock(now_s=float(int(time.time())))  # whole seconds: exact backoff edges
+    start = datetime.fromtimestamp(clock.now_s, UTC)
+    bad = ["huge-1", "huge-2"]
+    submit_mints(sessions, chain.registry, issuer_account.address, bad, owner=owner, items=1_500)
+    submit_mints(sessions, chain.registry, issuer_account.address, ["good"], owner=owner)
+    next_nonce = chain.w3.eth.get_transaction_count(issuer_account.address, "pending")
+    sender = make_sender(
+        engine,
+        anvil.url,
+        issuer_account,
+        clock=clock,
+        batch_size=2,
+        backoff_initial_s=1.0,
+        backoff_max_s=4.0,
+    )
+
+    def waiting() -> dict[str, tuple[RequestState, int | None, int, datetime | None]]:
+        return {
+            r.idempotency_key: (r.state, r.nonce, r.estimate_failures, r.retry_after)
+            for r in requests_of(sessions)
+            if r.idempotency_key in bad
+        }
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        first = sender.send_once()
+        assert first.signed == 0 and first.more_work  # "good" is left behind the batch
+        assert _estimate_alerts(caplog) == [("huge-1", 1), ("huge-2", 1)]
+        backing_off = (RequestState.QUEUED, None, 1, start + timedelta(seconds=1))
+        assert waiting() == {key: backing_off for key in bad}
+
+        assert sender.send_once().signed == 1  # the next round, clock unmoved
+        drive(sender, lambda: states(sessions)["good"] is RequestState.CONFIRMED)
+        assert _estimate_alerts(caplog) == []  # the bad ones were not tried meanwhile
+        assert waiting() == {key: backing_off for key in bad}
+
+        clock.advance(0.5)
+        assert sender.send_once().signed == 0
+        assert _estimate_alerts(caplog) == []  # half-way through the backoff
+        clock.advance(0.5)
+        report = sender.send_once()
+        assert report.signed == 0 and not report.more_work
+        assert _estimate_alerts(caplog) == [("huge-1", 2), ("huge-2", 2)]  # exactly at its end
+        doubled = (RequestState.QUEUED, None, 2, start + timedelta(seconds=1 + 2))
+        assert waiting() == {key: doubled for key in bad}
+
+    good = {r.idempotency_key: r for r in requests_of(sessions)}["good"]
+    assert good.nonce == next_nonce  # the bad ones took no nonce
+    assert good.estimate_failures == 0 and good.retry_after is None
+    assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
+
+
+def test_a_request_estimated_after_its_backoff_is_signed_and_the_backoff_cleared(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    issuer_account: LocalAccount,
+    owner: str,
+) -> None:
+    """The node's block gas limit is below what the mint needs for one round (the estimate
+    fails without a revert), then back: the request is signed once its backoff has passed."""
+    clock = Clock(now_s=float(int(time.time())))
+    submit_mints(sessions, chain.registry, issuer_account.address, ["late"], owner=owner)
+    sender = make_sender(
+        engine, anvil.url, issuer_account, clock=clock, backoff_initial_s=1.0, backoff_max_s=4.0
+    )
+    block_gas_limit = chain.w3.eth.get_block("latest")["gasLimit"]
+    rpc(chain.w3, "evm_setBlockGasLimit", hex(60_000))
+    try:
+        assert sender.send_once().signed == 0
+    finally:
+        rpc(chain.w3, "evm_setBlockGasLimit", hex(block_gas_limit))
+    (late,) = requests_of(sessions)
+    assert late.state is RequestState.QUEUED and late.estimate_failures == 1
+    assert late.retry_after == datetime.fromtimestamp(clock.now_s + 1, UTC)
+    with sessions() as session:
+        outcome = service.outcome(session=session, chain_id=CHAIN_ID, idempotency_key="late")
+    assert outcome is not None and outcome.retry_after == late.retry_after
+
+    assert sender.send_once().signed == 0  # estimable again, but still backing off
+    clock.advance(1)
+    drive(sender, lambda: all_final(sessions))
+    (late,) = requests_of(sessions)
+    assert late.state is RequestState.CONFIRMED
+    assert late.estimate_failures == 0 and late.retry_after is None
     assert_chain_agrees(chain.w3, chain.registry, sessions, signer=issuer_account.address)
 
 

@@ -14,6 +14,7 @@ from granular.adapters.chain.outbox import (
     OutboxConfig,
     OutboxConfigInvalid,
     RpcError,
+    backoff_s,
     classify_broadcast_error,
     confirmation_depth,
     counts_as_sent,
@@ -63,6 +64,17 @@ def test_depth_counts_the_block_itself_and_k_is_reached_exactly() -> None:
     assert not is_final(head_block=11, mined_block=10, confirmations=3)  # depth 2
     assert is_final(head_block=12, mined_block=10, confirmations=3)  # depth 3
     assert is_final(head_block=10, mined_block=10, confirmations=0)
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_s"),
+    [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (10_000, 8.0)],
+    ids=["first", "doubled", "twice doubled", "exactly the max", "capped", "no overflow"],
+)
+def test_backoff_doubles_from_the_initial_pause_up_to_the_max(
+    failures: int, expected_s: float
+) -> None:
+    assert backoff_s(failures=failures, initial_s=1.0, max_s=8.0) == expected_s
 
 
 def test_revert_data_is_read_from_the_answers_of_different_nodes() -> None:

@@ -59,7 +59,11 @@ class Submitted:
 
 @dataclass(frozen=True, slots=True)
 class RequestOutcome:
-    """Where a request is. `tx_hash` is final once `final` is True (the mined attempt)."""
+    """Where a request is. `tx_hash` is final once `final` is True (the mined attempt).
+
+    `retry_after`: a queued request whose gas could not be estimated (not a revert) is not
+    signed before this instant; None otherwise.
+    """
 
     request_id: int
     idempotency_key: str
@@ -70,6 +74,7 @@ class RequestOutcome:
     error_code: str | None
     error_detail: str | None
     attempts: int
+    retry_after: datetime | None
 
     @property
     def final(self) -> bool:
@@ -87,6 +92,7 @@ def _outcome(request: Request) -> RequestOutcome:
         error_code=request.error_code,
         error_detail=request.error_detail,
         attempts=len(request.attempts),
+        retry_after=request.retry_after,
     )
 
 

@@ -12,6 +12,10 @@ One sender per (chain, signing key), guarded by a lease. Each round (`send_once`
 2. sign queued requests: gas estimated, nonces allocated gapless as
    max(stored next nonce, pending count on chain), signed locally, stored and committed,
    THEN broadcast. "already known" / "nonce too low" after our broadcast count as sent.
+   A request whose estimate reverts fails without a nonce; one whose estimate fails for
+   another reason (a node's gas allowance, an RPC fault, a call that needs an earlier
+   request mined) stays queued, skipped until a backoff that doubles per failure has
+   passed, so the requests behind it are signed meanwhile.
 
 A restarted sender re-broadcasts every stored attempt still in flight. A payload is never
 signed for a nonce another payload owns (unique nonce per request in the database).
@@ -27,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -436,6 +440,12 @@ def is_final(*, head_block: int, mined_block: int, confirmations: int) -> bool:
     return confirmation_depth(head_block=head_block, mined_block=mined_block) >= confirmations
 
 
+def backoff_s(*, failures: int, initial_s: float, max_s: float) -> float:
+    """The pause after the `failures`-th failure in a row: initial_s, doubling, at most max_s."""
+    exponent = min(max(failures - 1, 0), 64)  # 2.0 ** 1024 would overflow; max_s caps it anyway
+    return min(max_s, initial_s * 2.0**exponent)
+
+
 def _utc(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, UTC)
 
@@ -590,7 +600,9 @@ class OutboxSender:
         self.stats.failures += 1
         self.stats.consecutive_failures += 1
         n = self.stats.consecutive_failures
-        delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2.0 ** (n - 1))
+        delay = backoff_s(
+            failures=n, initial_s=self.config.backoff_initial_s, max_s=self.config.backoff_max_s
+        )
         what = "rpc_unavailable" if isinstance(error, ChainUnavailable) else "database_unavailable"
         self._alert(
             what,
@@ -1019,18 +1031,24 @@ class OutboxSender:
 
     def _sign_queued(self, head: _Head, finished: list[Outcome]) -> tuple[int, bool]:
         size = self.config.batch_size
+        now = self._now()
         with self._sessions() as session:
+            # One more than a batch tells whether requests are left for the next round.
             queued = db.queued_requests(
-                session=session, chain_id=self.chain_id, signer=self.signer, limit=size
+                session=session, chain_id=self.chain_id, signer=self.signer, now=now, limit=size + 1
             )
+        # Every request of the batch is signed, failed or backing off after this round, so
+        # the ones left are new work; a batch that cannot be estimated is not retried before
+        # its backoff, so rounds never spin on it.
+        more = len(queued) > size
+        queued = queued[:size]
         if not queued:
             return 0, False
-        gas = self._gas_limits(queued)
+        gas, unestimated = self._gas_limits(queued)
         failed = [(r, g) for r in queued if isinstance(g := gas.get(r.id), tuple)]
         ready = [r for r in queued if isinstance(gas.get(r.id), int)]
-        # More work only when this round moved something: a full batch whose gas cannot be
-        # estimated (no funds, node trouble) would otherwise be retried without a pause.
-        more = len(queued) == size and bool(failed or ready)
+        if unestimated:
+            self._defer(unestimated, now)
         if failed:
             now = self._now()
             with self._sessions.begin() as session:
@@ -1110,19 +1128,22 @@ class OutboxSender:
         )
         return len(new), more
 
-    def _gas_limits(self, queued: Sequence[Request]) -> dict[int, int | tuple[str, str]]:
+    def _gas_limits(
+        self, queued: Sequence[Request]
+    ) -> tuple[dict[int, int | tuple[str, str]], list[tuple[Request, str]]]:
         """The stored gas limit, or the estimate plus margin; (code, detail) if it reverts.
 
         A request whose estimate fails for another reason (funds, node trouble) is left out
-        this round and stays queued.
+        of the dict and returned with the node's message, to back off (`_defer`).
         """
         out: dict[int, int | tuple[str, str]] = {}
+        unestimated: list[tuple[Request, str]] = []
         need = [r for r in queued if r.gas_limit is None]
         for r in queued:
             if r.gas_limit is not None:
                 out[r.id] = r.gas_limit
         if not need:
-            return out
+            return out, unestimated
         answers = self._rpc.batch(
             [
                 (
@@ -1138,15 +1159,37 @@ class OutboxSender:
                 if answer.is_revert:
                     out[request.id] = self._describe(answer)
                 else:
-                    self._alert(
-                        "gas_estimate_failed",
-                        level=logging.WARNING,
-                        request=request,
-                        reason=answer.message,
-                    )
+                    unestimated.append((request, answer.message))
                 continue
             out[request.id] = -(-_hex_int(answer) * margin // BP_ONE)
-        return out
+        return out, unestimated
+
+    def _defer(self, unestimated: Sequence[tuple[Request, str]], now: datetime) -> None:
+        """Keep requests whose estimate failed (not a revert) queued, skipped until a backoff
+        that doubles with each failure in a row; one alert per request and failure.
+
+        They own no nonce yet, so the requests behind them may be signed first.
+        """
+        deferrals: list[db.Deferral] = []
+        for request, _ in unestimated:
+            failures = request.estimate_failures + 1
+            delay = backoff_s(
+                failures=failures,
+                initial_s=self.config.backoff_initial_s,
+                max_s=self.config.backoff_max_s,
+            )
+            deferrals.append(db.Deferral(request.id, failures, now + timedelta(seconds=delay)))
+        with self._sessions.begin() as session:
+            db.defer_requests(session=session, deferrals=deferrals, now=now)
+        for (request, reason), deferral in zip(unestimated, deferrals, strict=True):
+            self._alert(
+                "gas_estimate_failed",
+                level=logging.WARNING,
+                request=request,
+                reason=reason,
+                estimate_failures=deferral.estimate_failures,
+                retry_after=deferral.retry_after.isoformat(),
+            )
 
     # --- logs ---------------------------------------------------------------------------
 

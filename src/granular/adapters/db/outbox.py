@@ -1,7 +1,9 @@
 """The transaction outbox tables (DESIGN.md §6) and every SQL statement that touches them.
 
 - `tx_request`: one on-chain command, unique on (chain id, idempotency key); once signed it
-  owns one nonce of its signer, unique on (chain id, signer, nonce).
+  owns one nonce of its signer, unique on (chain id, signer, nonce). While queued, a request
+  whose gas could not be estimated (not a revert) waits until `retry_after`, a backoff that
+  grows with `estimate_failures`; the requests behind it are signed meanwhile.
 - `tx_attempt`: one signed transaction of a request: the raw bytes, the hash, the fees.
   Every attempt of a request has the request's nonce, target and calldata; only fees differ.
 - `tx_nonce`: the next nonce of each (chain id, signer), moved in the transaction that
@@ -35,6 +37,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    or_,
     select,
     text,
     update,
@@ -96,6 +99,9 @@ class TxRequest(Base):
     block_hash: Mapped[str | None] = mapped_column(String(66))
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_detail: Mapped[str | None] = mapped_column(Text)
+    # Gas estimates that failed without a revert, in a row; not signed before retry_after.
+    estimate_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -192,6 +198,8 @@ class Request:
     error_detail: str | None
     created_at: datetime
     updated_at: datetime
+    estimate_failures: int  # gas estimates failed in a row (not reverts) while queued
+    retry_after: datetime | None  # while queued: not signed before this instant
     attempts: tuple[Attempt, ...] = ()
 
     @property
@@ -240,6 +248,8 @@ def _request(row: TxRequest, *, with_attempts: bool) -> Request:
         error_detail=row.error_detail,
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
+        estimate_failures=row.estimate_failures,
+        retry_after=as_utc(row.retry_after) if row.retry_after is not None else None,
         attempts=tuple(_attempt(a) for a in row.attempts) if with_attempts else (),
     )
 
@@ -271,6 +281,7 @@ def add_request(
         items=items,
         gas_limit=gas_limit,
         state=RequestState.QUEUED.value,
+        estimate_failures=0,
         created_at=now,
         updated_at=now,
     )
@@ -311,19 +322,62 @@ def list_requests(
     return [_request(row, with_attempts=True) for row in rows]
 
 
-def queued_requests(*, session: Session, chain_id: int, signer: str, limit: int) -> list[Request]:
-    """The oldest requests waiting for a nonce: they get nonces in this order."""
+def queued_requests(
+    *, session: Session, chain_id: int, signer: str, now: datetime, limit: int
+) -> list[Request]:
+    """The oldest requests waiting for a nonce, by id: they get nonces in this order.
+
+    A request backing off (`retry_after` later than `now`) is skipped: it has no nonce yet,
+    so the requests behind it may take the next ones.
+    """
     rows = session.scalars(
         select(TxRequest)
         .where(
             TxRequest.chain_id == chain_id,
             TxRequest.signer == signer,
             TxRequest.state == RequestState.QUEUED.value,
+            or_(TxRequest.retry_after.is_(None), TxRequest.retry_after <= now),
         )
         .order_by(TxRequest.id)
         .limit(limit)
     )
     return [_request(row, with_attempts=False) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """A queued request whose gas estimate failed (not a revert): retried after a backoff."""
+
+    request_id: int
+    estimate_failures: int
+    retry_after: datetime
+
+
+def defer_requests(*, session: Session, deferrals: Sequence[Deferral], now: datetime) -> None:
+    """Store the failure count and the backoff of queued requests, in one statement.
+
+    A request no longer queued is left alone.
+    """
+    if not deferrals:
+        return
+    table = cast(Table, TxRequest.__table__)
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.state == RequestState.QUEUED.value)
+        .values(
+            estimate_failures=bindparam("b_failures"),
+            retry_after=bindparam("b_retry_after"),
+            updated_at=now,
+        ),
+        [
+            {
+                "b_id": d.request_id,
+                "b_failures": d.estimate_failures,
+                "b_retry_after": d.retry_after,
+            }
+            for d in deferrals
+        ],
+    )
 
 
 def in_flight_requests(*, session: Session, chain_id: int, signer: str) -> list[Request]:
@@ -484,7 +538,8 @@ def add_first_attempts(
     *, session: Session, attempts: Sequence[NewAttempt], now: datetime
 ) -> list[Attempt]:
     """Store the first attempts of queued requests: each request takes its attempt's nonce
-    and gas limit and becomes `signed`. Raises if one of them is no longer queued."""
+    and gas limit, becomes `signed` and loses any estimate backoff. Raises if one of them is
+    no longer queued."""
     if not attempts:
         return []
     table = cast(Table, TxRequest.__table__)
@@ -499,6 +554,8 @@ def add_first_attempts(
             state=RequestState.SIGNED.value,
             nonce=bindparam("b_nonce"),
             gas_limit=bindparam("b_gas_limit"),
+            estimate_failures=0,
+            retry_after=None,
             updated_at=now,
         ),
         [{"b_id": a.request_id, "b_nonce": a.nonce, "b_gas_limit": a.gas_limit} for a in attempts],
