@@ -55,10 +55,13 @@ def test_rpc_down_for_a_while_backs_off_marks_nothing_failed_and_resumes(
 
         submit_mints(sessions, registry, signer, ["up-1", "up-2"], owner=owner)
         drive(sender, lambda: all_final(sessions))
-        with automine_off(w3):
-            submit_mints(sessions, registry, signer, ["flight-1", "flight-2"], owner=owner)
-            sender.send_once()  # in the node's pool, not mined, when it goes down
-        node.stop()
+        # Automine stays off until the node goes down: turning it back on first would mine
+        # the flight transactions in a race with the stop, and anvil's --state dump keeps
+        # their nonces but not their receipts, which looks like a foreign transaction.
+        rpc(w3, "evm_setAutomine", False)
+        submit_mints(sessions, registry, signer, ["flight-1", "flight-2"], owner=owner)
+        sender.send_once()  # in the node's pool, not mined, when it goes down
+        node.stop()  # the restarted node mines again (automine is on by default)
         submit_mints(sessions, registry, signer, ["down-1", "down-2"], owner=owner)
 
         stop = threading.Event()
