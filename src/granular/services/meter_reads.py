@@ -148,8 +148,8 @@ def ingest_reads(
             )
             save_read_state(session=session, device_id=device.id, state=batch.state)
     except IntegrityError:
-        # Another request for the same device committed first (SQLite has no row lock):
-        # nothing of this one was stored, so a retry is safe and counts nothing twice.
+        # A unique key caught a write the device lock did not serialise (it should not
+        # happen): nothing of this request was stored, so a retry counts nothing twice.
         raise Conflict(
             f"externalId {external_id!r}: another submission for this device was stored at "
             "the same time; nothing of this one was kept, send it again"
