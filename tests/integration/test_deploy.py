@@ -228,3 +228,39 @@ def test_deploys_when_the_next_base_fee_is_far_above_the_latest(
         capsys, "--rpc-url", anvil.url, "--network", "hot", "--deployments-dir", str(tmp_path)
     )
     assert (code, err) == (0, "")
+
+
+def test_an_rpc_that_dies_part_way_ends_in_one_line_without_the_url_path(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    keystore_env: Any,
+) -> None:
+    from granular.adapters.chain import deployer
+
+    node = Anvil(log=tmp_path / "anvil.log").start()
+    estimate = deployer.estimate_cost_wei
+
+    def estimate_then_die(*args: Any, **kwargs: Any) -> int:
+        needed = estimate(*args, **kwargs)
+        node.stop()  # the RPC goes away between the cost check and the first send
+        return needed
+
+    monkeypatch.setattr(deployer, "estimate_cost_wei", estimate_then_die)
+    try:
+        code, out, err = _run(
+            capsys,
+            "--rpc-url",
+            f"{node.url}/secret-api-key",
+            "--network",
+            "dies",
+            "--deployments-dir",
+            str(tmp_path),
+        )
+    finally:
+        node.stop()
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"deploy: RPC http://127.0.0.1:{node.port} is unreachable: ")
+    assert "secret-api-key" not in err
+    assert not (tmp_path / "dies.json").exists()

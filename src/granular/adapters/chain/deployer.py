@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
 from granular.adapters.chain.artifacts import Artifact
+from granular.adapters.chain.client import ChainUnavailable
 from granular.errors import GranularError
 
 REGISTRY = "CertificateRegistry"
@@ -108,7 +110,18 @@ def _fee_fields(w3: Web3) -> dict[str, Any]:
 
 
 def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> DeployedContracts:
-    """Deploy the forwarder, then the registry (admin: the deployer), then grant ISSUER_ROLE."""
+    """Deploy the forwarder, then the registry (admin: the deployer), then grant ISSUER_ROLE.
+
+    An RPC that stops answering part-way ends in ChainUnavailable, whose message names the
+    host only (the transport's own message would repeat the URL, API key and all)."""
+    try:
+        return _deploy_contracts(w3, account, issuer=issuer)
+    except (requests.RequestException, OSError) as error:
+        url = str(getattr(w3.provider, "endpoint_uri", "") or "?")
+        raise ChainUnavailable(url, f"{type(error).__name__} while deploying") from None
+
+
+def _deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> DeployedContracts:
     issuer = Web3.to_checksum_address(issuer)
     forwarder_artifact = Artifact.load(FORWARDER)
     registry_artifact = Artifact.load(REGISTRY)
