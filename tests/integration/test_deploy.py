@@ -251,7 +251,7 @@ def test_an_rpc_that_dies_part_way_ends_in_one_line_without_the_url_path(
         code, out, err = _run(
             capsys,
             "--rpc-url",
-            f"{node.url}/secret-api-key",
+            f"{node.url}/?apikey=secret-api-key",
             "--network",
             "dies",
             "--deployments-dir",
@@ -262,5 +262,6 @@ def test_an_rpc_that_dies_part_way_ends_in_one_line_without_the_url_path(
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
     assert err.startswith(f"deploy: RPC http://127.0.0.1:{node.port} is unreachable: ")
+    assert "while deploying" in err  # it got past connecting: the RPC died part-way
     assert "secret-api-key" not in err
     assert not (tmp_path / "dies.json").exists()
