@@ -23,16 +23,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _admin_dsn() -> str:
-    return POSTGRES_ADMIN_URL
-
-
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run; yields its SQLAlchemy URL, drops it after."""
     name = f"granular_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
-        admin = psycopg.connect(_admin_dsn(), autocommit=True, connect_timeout=3)
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
         reason = f"PostgreSQL at {POSTGRES_ADMIN_URL.split('@')[-1]} unreachable: {error}".strip()
         if os.environ.get("CI") == "true":
@@ -44,7 +40,7 @@ def postgres_database() -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
