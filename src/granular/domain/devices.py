@@ -11,9 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
 from granular.domain.units import RuleViolation
+
+
+class DeviceKind(StrEnum):
+    """A production device is a plant; a consumption device is a site's meter, whose
+    physical bound is its connection capacity (DESIGN.md §2)."""
+
+    PRODUCTION = "production"
+    CONSUMPTION = "consumption"
+
 
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 COUNTRY_CODE = re.compile(r"^[A-Z]{2,3}$")

@@ -17,11 +17,29 @@ from datetime import UTC, datetime
 from eth_utils.address import to_checksum_address
 from sqlalchemy.orm import Session
 
-from granular.adapters.chain.outbox import OutboxSender, SendReport
+from granular.adapters.chain.outbox import OutboxConfig, OutboxSender, Outcome, SendReport
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import FINAL_STATES, Request, RequestState
+from granular.config import Settings
 from granular.domain.gas import Tier
 from granular.errors import GranularError, ValidationError
+
+__all__ = [
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "OutboxConfig",
+    "OutboxSender",
+    "Outcome",
+    "RequestOutcome",
+    "SendReport",
+    "Submitted",
+    "config_from_settings",
+    "outcome",
+    "outcomes",
+    "run",
+    "send_once",
+    "submit",
+]
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 MAX_KEY_LENGTH = 200
@@ -181,6 +199,12 @@ def outcomes(
     return [
         _outcome(r) for r in db.list_requests(session=session, chain_id=chain_id, states=states)
     ]
+
+
+def config_from_settings(settings: Settings, *, chain_id: int) -> OutboxConfig:
+    """The sender's configuration for one chain, from the GRANULAR_* settings: the one
+    place callers build it (the daemon, `issue-once`, tests)."""
+    return OutboxConfig.from_env(settings.outbox_settings(), chain_id=chain_id)
 
 
 def send_once(sender: OutboxSender) -> SendReport:

@@ -45,6 +45,8 @@ class DeviceRow(Base):
     latitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
     longitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
     description: Mapped[str | None] = mapped_column(String(2000))
+    # DeviceKind: "production" (a plant) or "consumption" (a site meter).
+    kind: Mapped[str] = mapped_column(String(16), default="production", server_default="production")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -89,6 +91,7 @@ class DeviceRevisionRow(Base):
     latitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
     longitude: Mapped[Decimal | None] = mapped_column(Numeric(9, 6))
     description: Mapped[str | None] = mapped_column(String(2000))
+    kind: Mapped[str] = mapped_column(String(16), default="production", server_default="production")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,4 +2,11 @@
 
 from __future__ import annotations
 
-from granular.adapters.db import accounts, devices, outbox, readings, reservations  # noqa: F401
+from granular.adapters.db import (  # noqa: F401
+    accounts,
+    devices,
+    headers,
+    outbox,
+    readings,
+    reservations,
+)
