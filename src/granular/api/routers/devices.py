@@ -41,6 +41,7 @@ class DeviceRejected(ValidationError):
                 "reason": result.reason,
                 "rule": result.code,
                 "externalId": result.external_id,
+                **({} if result.valid is None else {"valid": result.valid}),
             },
         )
 
@@ -55,6 +56,8 @@ def _result_json(result: RowResult, line_key: str) -> dict[str, Any]:
         body["device"] = device_json(result.device)
     if result.status == "rejected":
         body.update(field=result.field, reason=result.reason, code=result.code)
+        if result.valid is not None:
+            body["valid"] = result.valid
     return body
 
 
