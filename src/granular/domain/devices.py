@@ -332,7 +332,7 @@ def _optional_text(raw: Mapping[str, object], field: str, max_length: int) -> st
     value = raw.get(field)
     if _blank(value):
         return None
-    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         value = str(value)  # a D-REC orgId or postal code written as a JSON number
     return _text(field, value, max_length=max_length) or None
 
