@@ -172,6 +172,25 @@ def test_an_unclosed_typographic_quote_refuses_the_file_naming_the_line(
     assert (error["code"], error["details"]["line"]) == ("csv_invalid", 2)
 
 
+def test_a_windows_1252_file_is_refused_saying_how_to_save_it(
+    client: TestClient, keys: Keys
+) -> None:
+    """Excel on Windows writes “ ” as the bytes 0x93 0x94: not UTF-8."""
+    text = "|".join(DREC_HEADER) + "\n1.0|\u201cKE-1\u201d\n"
+    files = {"file": ("devices.csv", text.encode("cp1252"), "text/csv")}
+    error = client.post("/devices/bulk", headers=keys.owner, files=files).json()["error"]
+    assert error["code"] == "csv_invalid"
+    assert "0x93" in error["message"] and "CSV UTF-8" in error["message"]
+
+
+def test_an_unknown_json_field_lists_the_known_ones(client: TestClient, keys: Keys) -> None:
+    response = client.post("/devices", headers=keys.owner, json=drec_device(colour="red"))
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details["field"] == "colour"
+    assert set(DREC_HEADER) <= set(details["valid"])
+
+
 def test_the_drec_device_json_is_accepted_with_its_version(client: TestClient, keys: Keys) -> None:
     client.post("/device-groups", headers=keys.owner, json=group())
     response = client.post("/devices", headers=keys.owner, json=drec_device())

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from granular.domain.codes import DEVICE_TYPE_CODES, FUEL_CODES
 from granular.domain.device_groups import DeviceGroupFieldInvalid, parse_device_group
@@ -290,3 +292,40 @@ def test_a_bad_group_field_is_named(raw_group: dict[str, object], field: str) ->
         parse_device_group(raw_group)
     assert refused.value.field == field
     assert refused.value.code == "device_group_field_invalid"
+
+
+# --- the reader, as a property ------------------------------------------------------
+
+CELL = st.text(alphabet="ab |,’\t\n\"'", max_size=8)
+
+
+@given(st.lists(st.lists(st.tuples(CELL, st.booleans()), min_size=1, max_size=5), max_size=6))
+def test_any_cells_written_by_a_d_rec_user_read_back(rows: list[list[tuple[str, bool]]]) -> None:
+    """Each cell is written in “ ” when asked or when it must be (it holds a separator, a
+    line end or starts with a quote), else bare; reading gives every cell back: a quoted
+    one as written, a bare one stripped of blanks, each record at the line it starts on."""
+    lines: list[str] = []
+    expected: list[tuple[int, list[str]]] = []
+    line = 1
+    for row in rows:
+        written, read = [], []
+        for cell, quote in row:
+            bare_ok = not any(c in cell for c in "|\n") and not cell.lstrip(" \t").startswith(
+                ('"', "’")
+            )
+            if quote or not bare_ok:
+                written.append(f"“{cell}”")
+                read.append(cell)
+            else:
+                written.append(cell)
+                read.append(cell.strip(" \t"))
+        expected.append((line, read))
+        text = "|".join(written)
+        line += text.count("\n") + 1
+        lines.append(text)
+    assert list(records("".join(f"{text}\n" for text in lines), "|")) == expected
+
+
+def test_lines_with_and_without_quotes_mix() -> None:
+    text = "a|b\nx | y\n“p|q”|r\n s |t\n"
+    assert cells(text) == [(1, ["a", "b"]), (2, ["x", "y"]), (3, ["p|q", "r"]), (4, ["s", "t"])]

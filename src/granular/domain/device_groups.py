@@ -17,8 +17,8 @@ from granular.domain.devices import (
     _blank,
     _matching,
     _text,
-    images,
-    sdg_benefits,
+    parse_images,
+    parse_sdg_benefits,
 )
 
 # API column → DeviceGroupSpec field.
@@ -73,9 +73,9 @@ def parse_device_group(raw: Mapping[str, object]) -> DeviceGroupSpec:
                 "must be 1-64 letters, digits, - or _",
             ),
             name=_text("name", raw["name"]),
-            sdg_benefits=sdg_benefits("SDGBenefits", raw.get("SDGBenefits")),
+            sdg_benefits=parse_sdg_benefits("SDGBenefits", raw.get("SDGBenefits")),
             impact_story=None if _blank(story) else _text("impactStory", story, max_length=4000),
-            images=images("images", raw.get("images")),
+            images=parse_images("images", raw.get("images")),
         )
     except DeviceGroupFieldInvalid:
         raise

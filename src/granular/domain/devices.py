@@ -121,7 +121,8 @@ class UnknownDeviceField(DeviceFieldInvalid):
     code = "unknown_device_field"
 
     def __init__(self, field: str) -> None:
-        super().__init__(field, None, f"is not a device field; known: {', '.join(COLUMNS)}")
+        known = ", ".join(COLUMNS)
+        super().__init__(field, None, f"is not a device field; known: {known}", valid=list(COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +338,7 @@ def _optional_text(raw: Mapping[str, object], field: str, max_length: int) -> st
     return _text(field, value, max_length=max_length) or None
 
 
-def images(field: str, value: object) -> tuple[str, ...]:
+def parse_images(field: str, value: object) -> tuple[str, ...]:
     """Image references (URLs or file names): a JSON list or one cell of `a.jpg; b.jpg`."""
     if _blank(value):
         return ()
@@ -349,7 +350,7 @@ def images(field: str, value: object) -> tuple[str, ...]:
     return tuple(_text(field, part, max_length=500) for part in parts)
 
 
-def sdg_benefits(field: str, value: object) -> int:
+def parse_sdg_benefits(field: str, value: object) -> int:
     """The bit set of the goals named (domain/drec.py); 0 when blank."""
     if isinstance(value, str) and _blank(value):
         return 0
@@ -392,9 +393,9 @@ def drec_fields(raw: Mapping[str, object]) -> dict[str, Any]:
         "energy_storage": has_storage,
         "energy_storage_capacity_wh": storage_wh,
         "quality_labels": _optional_text(raw, "qualityLabels", 500),
-        "sdg_benefits": sdg_benefits("SDGBenefits", raw.get("SDGBenefits")),
+        "sdg_benefits": parse_sdg_benefits("SDGBenefits", raw.get("SDGBenefits")),
         "impact_story": _optional_text(raw, "impactStory", 4000),
-        "images": images("images", raw.get("images")),
+        "images": parse_images("images", raw.get("images")),
     }
 
 

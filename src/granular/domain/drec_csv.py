@@ -32,6 +32,7 @@ QUOTES: Final = {
     "\u2019": ("\u2019",),  # ’ … ’
 }
 _BLANKS = re.compile(r"[ \t]*")
+_ANY_QUOTE = re.compile("[" + "".join(QUOTES) + "]")
 
 
 class CsvSyntaxError(ValueError):
@@ -64,6 +65,18 @@ def records(text: str, separator: str | None = None) -> Iterator[tuple[int, list
     cells: list[str] = []
     record_line = 1
     while position < size:
+        if not cells:  # a record starts: a line without quotes is split at once
+            end_of_line = text.find("\n", position)
+            end_of_line = size if end_of_line == -1 else end_of_line
+            if _ANY_QUOTE.search(text, position, end_of_line) is None:
+                parts = [cell.strip(" \t") for cell in text[position:end_of_line].split(delimiter)]
+                if max(map(len, parts)) > MAX_CELL_CHARS:
+                    raise CsvSyntaxError(line, f"a cell is longer than {MAX_CELL_CHARS} characters")
+                yield line, parts
+                position = end_of_line + 1
+                line += 1
+                record_line = line
+                continue
         start = _BLANKS.match(text, position).end()  # type: ignore[union-attr]
         opener = text[start] if start < size else ""
         if opener in QUOTES:

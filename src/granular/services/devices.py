@@ -63,8 +63,9 @@ def register_devices(
 ) -> list[RowResult]:
     """Store every valid row (by organization and externalId); reject the others, each with
     its line, field and reason. A row repeating an earlier externalId of the same upload is
-    rejected, so an upload never depends on its own row order. Each created or updated
-    device gets a revision written by `api_key_id`, in the same transaction."""
+    rejected, so an upload never depends on its own row order. A row naming a device
+    group (`deviceGrpId`) the organization does not have is rejected. Each created or
+    updated device gets a revision written by `api_key_id`, in the same transaction."""
     try:
         return _register(sessions, organization_id, rows, now, api_key_id)
     except IntegrityError:
@@ -85,6 +86,7 @@ def _register(
 ) -> list[RowResult]:
     results: list[RowResult] = []
     first_line: dict[str, int] = {}
+    group_exists: dict[str, bool] = {}  # deviceGrpId → whether the organization has it
     with sessions.begin() as session:
         for line, raw in rows:
             if isinstance(raw, str):  # the reader already knows what is wrong with it
@@ -108,14 +110,13 @@ def _register(
                     )
                 )
                 continue
-            if spec.group_external_id is not None and (
-                find_device_group(
-                    session=session,
-                    organization_id=organization_id,
-                    external_id=spec.group_external_id,
+            group = spec.group_external_id
+            if group is not None and group not in group_exists:
+                found = find_device_group(
+                    session=session, organization_id=organization_id, external_id=group
                 )
-                is None
-            ):
+                group_exists[group] = found is not None
+            if group is not None and not group_exists[group]:
                 reason = (
                     "names no device group of your organization; create it with POST /device-groups"
                 )
@@ -178,8 +179,14 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        byte = content[error.start]
+        hint = (
+            f" (0x{byte:02x} is a typographic quote in Windows-1252: save the file as CSV UTF-8)"
+            if 0x91 <= byte <= 0x94
+            else ""
+        )
         raise CsvInvalid(
-            f"file: not UTF-8 (byte {error.start})", {"field": "file", "rule": "UTF-8"}
+            f"file: not UTF-8 (byte {error.start}){hint}", {"field": "file", "rule": "UTF-8"}
         ) from None
     rows_of = _records(text)
     try:
