@@ -33,6 +33,9 @@ QUOTES: Final = {
 }
 _BLANKS = re.compile(r"[ \t]*")
 _ANY_QUOTE = re.compile("[" + "".join(QUOTES) + "]")
+# The first closing quote of each opener, found in one scan (not one find per closer,
+# which would rescan the rest of the file for a closer that never comes).
+_CLOSERS = {opener: re.compile("[" + "".join(closers) + "]") for opener, closers in QUOTES.items()}
 
 
 class CsvSyntaxError(ValueError):
@@ -107,14 +110,14 @@ def records(text: str, separator: str | None = None) -> Iterator[tuple[int, list
 def _quoted(text: str, start: int, opener: str, delimiter: str, line: int) -> tuple[str, int]:
     """The cell opened at `start` by `opener`, and the position after its closing quote
     (and the blanks after it)."""
-    closers = QUOTES[opener]
+    closer = _CLOSERS[opener]
     parts: list[str] = []
     position = start + 1
     while True:
-        found = [index for index in (text.find(c, position) for c in closers) if index != -1]
-        if not found:
+        found = closer.search(text, position)
+        if found is None:
             raise CsvSyntaxError(line, f"the quote {opener} opened here is never closed")
-        index = min(found)
+        index = found.start()
         if opener == '"' and text.startswith('""', index):
             parts.append(text[position : index + 1])
             position = index + 2
