@@ -130,6 +130,10 @@ def test_a_drec_pipe_file_with_typographic_quotes_is_stored_field_by_field(
 
     members = client.get(f"/device-groups/{group_id}", headers=keys.owner).json()
     assert members["deviceGroup"]["deviceIds"] == sorted([shs["id"], grid["id"]])
+    in_group = client.get("/devices", headers=keys.buyer, params={"deviceGrpId": "KE-GRP-1"})
+    assert sorted(d["id"] for d in in_group.json()["devices"]) == sorted([shs["id"], grid["id"]])
+    other = client.get("/devices", headers=keys.buyer, params={"deviceGrpId": "KE-GRP-9"})
+    assert other.json()["devices"] == []
     revisions = client.get(f"/devices/{shs['id']}/revisions", headers=keys.owner).json()
     assert revisions["revisions"][0]["impactStory"] == shs["impactStory"]
 

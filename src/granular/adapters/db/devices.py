@@ -117,6 +117,7 @@ class DeviceFilter:
     device_type_code: str | None = None
     capacity_min_w: int | None = None
     capacity_max_w: int | None = None
+    group_external_id: str | None = None  # the deviceGrpId of the devices' group
     # A condition on DeviceRow keeping the devices that can (or cannot) be reserved: an
     # EXISTS / NOT EXISTS built by `adapters.db.reservations.reservable_clause`.
     reservable_clause: ColumnElement[bool] | None = None
@@ -321,6 +322,7 @@ def list_devices(
         (DeviceRow.fuel_code, where.fuel_code),
         (DeviceRow.off_taker, where.off_taker),
         (DeviceRow.device_type_code, where.device_type_code),
+        (DeviceRow.group_external_id, where.group_external_id),
     ):
         if value is not None:
             query = query.where(column == value)
