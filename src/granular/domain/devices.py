@@ -1,19 +1,23 @@
 """Devices as device owners register them: the D-REC columns, checked field by field.
 
 One device is a row of the bulk CSV or one JSON object; both go through `parse_device`, so
-the same field gets the same rule and the same error whichever way it arrives.
+the same field gets the same rule and the same error whichever way it arrives. Every column
+of the D-REC device file (`domain/drec.py`) is a device field; `fuelCode` and
+`deviceTypeCode` must be I-REC codes of `domain/codes.py`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from granular.domain.codes import DEVICE_TYPE_CODES, FUEL_CODES
+from granular.domain.drec import SdgUnknown, sdg_bits, split_list
 from granular.domain.units import RuleViolation
 
 
@@ -64,6 +68,27 @@ COLUMNS = {
     "longitude": "longitude",
     "description": "description",
 }
+# The columns of the D-REC device file that are not above (DREC_HEADER lists them all).
+DREC_COLUMNS = {
+    "version": "drec_version",
+    "deviceGrpId": "group_external_id",
+    "orgId": "drec_org_id",
+    "organisationName": "organisation_name",
+    "deviceOnBoardedBy": "onboarded_by",
+    "deviceOEM": "device_oem",
+    "address": "address",
+    "postalCode": "postal_code",
+    "energyStorage": "energy_storage",
+    "energyStorageCapacity": "energy_storage_capacity_wh",
+    "qualityLabels": "quality_labels",
+    "SDGBenefits": "sdg_benefits",
+    "impactStory": "impact_story",
+    "images": "images",
+}
+COLUMNS.update(DREC_COLUMNS)
+MAX_IMAGES = 20
+MAX_ENERGY_STORAGE_WH = 10**15  # 1 PWh: anything larger is a unit mistake
+VERSION = re.compile(r"^[0-9A-Za-z._-]{1,16}$")
 REQUIRED = (
     "externalId",
     "countryCode",
@@ -79,20 +104,25 @@ REQUIRED = (
 class DeviceFieldInvalid(RuleViolation):
     code = "device_field_invalid"
 
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        super().__init__(
-            f"{field}: {value!r} {rule}", {"field": field, "value": value, "rule": rule}
-        )
+    def __init__(
+        self, field: str, value: object, rule: str, valid: Sequence[str] | None = None
+    ) -> None:
+        details: dict[str, object] = {"field": field, "value": value, "rule": rule}
+        if valid is not None:
+            details["valid"] = list(valid)
+        super().__init__(f"{field}: {value!r} {rule}", details)
         self.field = field
         self.value = value
         self.rule = rule
+        self.valid = None if valid is None else list(valid)
 
 
 class UnknownDeviceField(DeviceFieldInvalid):
     code = "unknown_device_field"
 
     def __init__(self, field: str) -> None:
-        super().__init__(field, None, f"is not a device field; known: {', '.join(COLUMNS)}")
+        known = ", ".join(COLUMNS)
+        super().__init__(field, None, f"is not a device field; known: {known}", valid=list(COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +140,22 @@ class DeviceSpec:
     latitude: Decimal | None = None
     longitude: Decimal | None = None
     description: str | None = None
+    # D-REC fields (DREC_COLUMNS); `group_external_id` is the deviceGrpId of a device group
+    # of the same organization, `sdg_benefits` a bit set of domain/drec.py.
+    drec_version: str | None = None
+    group_external_id: str | None = None
+    drec_org_id: str | None = None
+    organisation_name: str | None = None
+    onboarded_by: str | None = None
+    device_oem: str | None = None
+    address: str | None = None
+    postal_code: str | None = None
+    energy_storage: bool | None = None
+    energy_storage_capacity_wh: int | None = None
+    quality_labels: str | None = None
+    sdg_benefits: int = 0
+    impact_story: str | None = None
+    images: tuple[str, ...] = ()
 
     def as_columns(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -255,9 +301,9 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
         country_code=_matching(
             "countryCode", raw["countryCode"], COUNTRY_CODE, "must be an ISO 3166-1 code"
         ),
-        fuel_code=_matching("fuelCode", raw["fuelCode"], CODE, "must be an I-REC fuel code"),
-        device_type_code=_matching(
-            "deviceTypeCode", raw["deviceTypeCode"], CODE, "must be an I-REC device type code"
+        fuel_code=_code("fuelCode", raw["fuelCode"], FUEL_CODES, "fuel"),
+        device_type_code=_code(
+            "deviceTypeCode", raw["deviceTypeCode"], DEVICE_TYPE_CODES, "device type"
         ),
         capacity_w=_capacity(raw["capacity"]),
         commissioning_date=_commissioning(raw["commissioningDate"], now),
@@ -270,4 +316,100 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
         description=None
         if _blank(description)
         else _text("description", description, max_length=2000),
+        **drec_fields(raw),
     )
+
+
+def _code(field: str, value: object, known: Mapping[str, str], kind: str) -> str:
+    """An I-REC code of `known` (GET /codes lists them); upper case is not required."""
+    text = _text(field, value).upper()
+    if text not in known:
+        rule = f"is not an I-REC {kind} code; GET /codes lists them"
+        raise DeviceFieldInvalid(field, value, rule, valid=list(known))
+    return text
+
+
+def _optional_text(raw: Mapping[str, object], field: str, max_length: int) -> str | None:
+    value = raw.get(field)
+    if _blank(value):
+        return None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        value = str(value)  # a D-REC orgId or postal code written as a JSON number
+    return _text(field, value, max_length=max_length) or None
+
+
+def parse_images(field: str, value: object) -> tuple[str, ...]:
+    """Image references (URLs or file names): a JSON list or one cell of `a.jpg; b.jpg`."""
+    if _blank(value):
+        return ()
+    parts = split_list(value)
+    if parts is None:
+        raise DeviceFieldInvalid(field, value, "must be a list of texts or one text of them")
+    if len(parts) > MAX_IMAGES:
+        raise DeviceFieldInvalid(field, value, f"holds more than {MAX_IMAGES} images")
+    return tuple(_text(field, part, max_length=500) for part in parts)
+
+
+def parse_sdg_benefits(field: str, value: object) -> int:
+    """The bit set of the goals named (domain/drec.py); 0 when blank."""
+    if isinstance(value, str) and _blank(value):
+        return 0
+    try:
+        return sdg_bits(value)
+    except SdgUnknown as unknown:
+        rule = f"names no SDG ({unknown.token}); use 1-17, SDG1-SDG17 or a goal's name"
+        raise DeviceFieldInvalid(field, value, rule) from None
+
+
+def drec_fields(raw: Mapping[str, object]) -> dict[str, Any]:
+    """The D-REC fields of `raw` as DeviceSpec keyword arguments, each checked."""
+    version = _optional_text(raw, "version", 16)
+    if version is not None and not VERSION.match(version):
+        raise DeviceFieldInvalid("version", raw["version"], "must be a version like 1.0")
+    group = raw.get("deviceGrpId")
+    storage = raw.get("energyStorage")
+    has_storage = None if _blank(storage) else _bool("energyStorage", storage)
+    storage_wh_raw = raw.get("energyStorageCapacity")
+    storage_wh = (
+        None
+        if _blank(storage_wh_raw)
+        else _whole("energyStorageCapacity", storage_wh_raw, "Wh", MAX_ENERGY_STORAGE_WH)
+    )
+    if storage_wh and has_storage is False:
+        raise DeviceFieldInvalid(
+            "energyStorageCapacity", storage_wh_raw, "is given but energyStorage is false"
+        )
+    return {
+        "drec_version": version,
+        "group_external_id": None
+        if _blank(group)
+        else _matching("deviceGrpId", group, EXTERNAL_ID, "must be 1-64 letters, digits, - or _"),
+        "drec_org_id": _optional_text(raw, "orgId", 64),
+        "organisation_name": _optional_text(raw, "organisationName", 200),
+        "onboarded_by": _optional_text(raw, "deviceOnBoardedBy", 200),
+        "device_oem": _optional_text(raw, "deviceOEM", 200),
+        "address": _optional_text(raw, "address", 500),
+        "postal_code": _optional_text(raw, "postalCode", 32),
+        "energy_storage": has_storage,
+        "energy_storage_capacity_wh": storage_wh,
+        "quality_labels": _optional_text(raw, "qualityLabels", 500),
+        "sdg_benefits": parse_sdg_benefits("SDGBenefits", raw.get("SDGBenefits")),
+        "impact_story": _optional_text(raw, "impactStory", 4000),
+        "images": parse_images("images", raw.get("images")),
+    }
+
+
+def _whole(field: str, value: object, unit: str, maximum: int) -> int:
+    """A whole number of `unit` in [0, maximum]."""
+    rule = f"must be a whole number of {unit} in [0, {maximum}]"
+    if isinstance(value, bool):
+        raise DeviceFieldInvalid(field, value, rule)
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise DeviceFieldInvalid(field, value, rule) from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise DeviceFieldInvalid(field, value, rule)
+    if not 0 <= number <= maximum:
+        raise DeviceFieldInvalid(field, value, rule)
+    return int(number)

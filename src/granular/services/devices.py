@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
+from granular.adapters.db.device_groups import find_device_group
 from granular.adapters.db.devices import (
     DeviceFilter,
     DeviceRevision,
@@ -23,7 +22,9 @@ from granular.adapters.db.devices import (
     list_devices,
     upsert_device,
 )
-from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, parse_device
+from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, DeviceSpec, parse_device
+from granular.domain.drec import sdg_labels
+from granular.domain.drec_csv import CsvSyntaxError, records
 from granular.errors import Conflict, NotFound, ValidationError
 from granular.services.accounts import Role
 from granular.services.reservations import reservable_filter
@@ -49,6 +50,7 @@ class RowResult:
     field: str | None = None
     reason: str | None = None
     code: str | None = None
+    valid: list[str] | None = None  # the accepted values, when the field takes one of a list
 
 
 def register_devices(
@@ -61,8 +63,9 @@ def register_devices(
 ) -> list[RowResult]:
     """Store every valid row (by organization and externalId); reject the others, each with
     its line, field and reason. A row repeating an earlier externalId of the same upload is
-    rejected, so an upload never depends on its own row order. Each created or updated
-    device gets a revision written by `api_key_id`, in the same transaction."""
+    rejected, so an upload never depends on its own row order. A row naming a device
+    group (`deviceGrpId`) the organization does not have is rejected. Each created or
+    updated device gets a revision written by `api_key_id`, in the same transaction."""
     try:
         return _register(sessions, organization_id, rows, now, api_key_id)
     except IntegrityError:
@@ -83,6 +86,7 @@ def _register(
 ) -> list[RowResult]:
     results: list[RowResult] = []
     first_line: dict[str, int] = {}
+    group_exists: dict[str, bool] = {}  # deviceGrpId → whether the organization has it
     with sessions.begin() as session:
         for line, raw in rows:
             if isinstance(raw, str):  # the reader already knows what is wrong with it
@@ -94,7 +98,32 @@ def _register(
                 spec = parse_device(raw, now=now)
             except DeviceFieldInvalid as error:
                 results.append(
-                    RowResult(line, "rejected", shown, None, error.field, error.rule, error.code)
+                    RowResult(
+                        line,
+                        "rejected",
+                        shown,
+                        None,
+                        error.field,
+                        error.rule,
+                        error.code,
+                        error.valid,
+                    )
+                )
+                continue
+            group = spec.group_external_id
+            if group is not None and group not in group_exists:
+                found = find_device_group(
+                    session=session, organization_id=organization_id, external_id=group
+                )
+                group_exists[group] = found is not None
+            if group is not None and not group_exists[group]:
+                reason = (
+                    "names no device group of your organization; create it with POST /device-groups"
+                )
+                results.append(
+                    RowResult(
+                        line, "rejected", shown, None, "deviceGrpId", reason, "unknown_device_group"
+                    )
                 )
                 continue
             if spec.external_id in first_line:
@@ -141,20 +170,27 @@ def register_csv(
 
 
 def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
-    """(line number, row) for each data row of a D-REC device CSV. The header must name
-    every required column, no unknown one and none twice; blank lines are skipped. A row's
-    line is the one it starts on (a quoted cell may span lines). A file the CSV reader
-    cannot parse (a cell over its size limit) is refused as a whole, naming the line."""
+    """(line number, row) for each data row of a D-REC device CSV, comma or pipe separated,
+    straight or typographic quotes (domain/drec_csv.py). The header must name every
+    required column, no unknown one and none twice; blank lines are skipped. A row's line
+    is the one it starts on (a quoted cell may span lines). A file the reader cannot parse
+    (a cell over its size limit, a quote never closed) is refused as a whole, naming the
+    line."""
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        byte = content[error.start]
+        hint = (
+            f" (0x{byte:02x} is a typographic quote in Windows-1252: save the file as CSV UTF-8)"
+            if 0x91 <= byte <= 0x94
+            else ""
+        )
         raise CsvInvalid(
-            f"file: not UTF-8 (byte {error.start})", {"field": "file", "rule": "UTF-8"}
+            f"file: not UTF-8 (byte {error.start}){hint}", {"field": "file", "rule": "UTF-8"}
         ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records = _records(reader)
+    rows_of = _records(text)
     try:
-        _, first = next(records)
+        _, first = next(rows_of)
     except StopIteration:
         raise CsvInvalid("file: empty; expected a header row", {"field": "file"}) from None
     header = [name.strip() for name in first]
@@ -174,7 +210,7 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
             },
         )
     rows: list[tuple[int, Mapping[str, object] | str]] = []
-    for line, record in records:
+    for line, record in rows_of:
         if not any(cell.strip() for cell in record):
             continue
         if len(record) != len(header):
@@ -189,19 +225,14 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
     return rows
 
 
-def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """(first line, cells) of each record; a csv.Error becomes CsvInvalid with its line."""
-    while True:
-        line = reader.line_num + 1
-        try:
-            record: list[str] = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            raise CsvInvalid(
-                f"line {line}: {error}", {"field": "file", "line": line, "reason": str(error)}
-            ) from None
-        yield line, record
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each record; a syntax error becomes CsvInvalid with its line."""
+    try:
+        yield from records(text)
+    except CsvSyntaxError as error:
+        raise CsvInvalid(
+            str(error), {"field": "file", "line": error.line, "reason": error.reason}
+        ) from None
 
 
 def find_devices(
@@ -267,5 +298,29 @@ def device_json(device: StoredDevice, organization: str | None = None) -> dict[s
         "longitude": None if spec.longitude is None else format(spec.longitude, "f"),
         "description": spec.description,
         "organizationId": device.organization_id,
+        **drec_json(spec),
     }
     return body
+
+
+def drec_json(spec: DeviceSpec) -> dict[str, Any]:
+    """The D-REC fields of a device spec, named as in the D-REC file. `SDGBenefits` lists
+    the goals as `SDG<n>` (what a re-upload accepts); `sdgBenefitsBits` is the stored bit
+    set (bit n - 1 for SDG n)."""
+    return {
+        "version": spec.drec_version,
+        "deviceGrpId": spec.group_external_id,
+        "orgId": spec.drec_org_id,
+        "organisationName": spec.organisation_name,
+        "deviceOnBoardedBy": spec.onboarded_by,
+        "deviceOEM": spec.device_oem,
+        "address": spec.address,
+        "postalCode": spec.postal_code,
+        "energyStorage": spec.energy_storage,
+        "energyStorageCapacity": spec.energy_storage_capacity_wh,
+        "qualityLabels": spec.quality_labels,
+        "SDGBenefits": sdg_labels(spec.sdg_benefits),
+        "sdgBenefitsBits": spec.sdg_benefits,
+        "impactStory": spec.impact_story,
+        "images": list(spec.images),
+    }

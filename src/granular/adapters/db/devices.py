@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -23,12 +24,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
+from granular.adapters.db.device_groups import DREC_SPEC_COLUMNS, DrecColumns
 from granular.domain.devices import DeviceSpec
 
 
-class DeviceRow(Base):
+class DeviceRow(DrecColumns, Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("organization_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "external_id"),
+        Index(
+            "ix_devices_organization_id_group_external_id", "organization_id", "group_external_id"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
@@ -51,7 +58,7 @@ class DeviceRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class DeviceRevisionRow(Base):
+class DeviceRevisionRow(DrecColumns, Base):
     """One version of a device's spec, as written by a create or a real update.
 
     Revision n of a device holds the spec in force from `valid_from` until revision n + 1's
@@ -110,6 +117,7 @@ class DeviceFilter:
     device_type_code: str | None = None
     capacity_min_w: int | None = None
     capacity_max_w: int | None = None
+    group_external_id: str | None = None  # the deviceGrpId of the devices' group
     # A condition on DeviceRow keeping the devices that can (or cannot) be reserved: an
     # EXISTS / NOT EXISTS built by `adapters.db.reservations.reservable_clause`.
     reservable_clause: ColumnElement[bool] | None = None
@@ -129,6 +137,7 @@ _SPEC_COLUMNS = (
     "latitude",
     "longitude",
     "description",
+    *DREC_SPEC_COLUMNS,
 )
 
 
@@ -138,6 +147,7 @@ def _spec(row: DeviceRow | DeviceRevisionRow) -> DeviceSpec:
     # session's time zone, which need not be UTC.
     moment = values["commissioning_date"]
     values["commissioning_date"] = as_utc(moment)
+    values["images"] = tuple(values["images"] or ())
     for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
         if values[name] is not None:
             values[name] = _canonical(Decimal(values[name]))
@@ -182,7 +192,7 @@ def upsert_device(
     )
     if row is None:
         row = DeviceRow(organization_id=organization_id, created_at=now, updated_at=now)
-        for name, value in spec.as_columns().items():
+        for name, value in _columns(spec).items():
             setattr(row, name, value)
         session.add(row)
         session.flush()
@@ -190,7 +200,7 @@ def upsert_device(
         return "created", _stored(row)
     if _spec(row) == _normalised(spec):
         return "unchanged", _stored(row)
-    for name, value in spec.as_columns().items():
+    for name, value in _columns(spec).items():
         setattr(row, name, value)
     row.updated_at = now
     # The UPDATE goes first: on PostgreSQL it holds the device's row lock from here on, so
@@ -199,6 +209,22 @@ def upsert_device(
     session.flush()
     _add_revision(session, row, now, api_key_id)
     return "updated", _stored(row)
+
+
+def _columns(spec: DeviceSpec) -> dict[str, Any]:
+    """The spec as column values (the images tuple as the JSON list it is stored as)."""
+    return {**spec.as_columns(), "images": list(spec.images)}
+
+
+def group_device_ids(
+    *, session: Session, organization_id: int, group_external_id: str
+) -> list[int]:
+    """Ids of the organization's devices that name the group `group_external_id`."""
+    query = select(DeviceRow.id).where(
+        DeviceRow.organization_id == organization_id,
+        DeviceRow.group_external_id == group_external_id,
+    )
+    return list(session.scalars(query.order_by(DeviceRow.id)))
 
 
 def _add_revision(session: Session, row: DeviceRow, now: datetime, api_key_id: int | None) -> None:
@@ -296,6 +322,7 @@ def list_devices(
         (DeviceRow.fuel_code, where.fuel_code),
         (DeviceRow.off_taker, where.off_taker),
         (DeviceRow.device_type_code, where.device_type_code),
+        (DeviceRow.group_external_id, where.group_external_id),
     ):
         if value is not None:
             query = query.where(column == value)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
-from granular.domain.devices import CODE, COUNTRY_CODE, OFF_TAKERS
+from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
@@ -41,6 +41,7 @@ class DeviceRejected(ValidationError):
                 "reason": result.reason,
                 "rule": result.code,
                 "externalId": result.external_id,
+                **({} if result.valid is None else {"valid": result.valid}),
             },
         )
 
@@ -55,6 +56,8 @@ def _result_json(result: RowResult, line_key: str) -> dict[str, Any]:
         body["device"] = device_json(result.device)
     if result.status == "rejected":
         body.update(field=result.field, reason=result.reason, code=result.code)
+        if result.valid is not None:
+            body["valid"] = result.valid
     return body
 
 
@@ -122,6 +125,7 @@ def get_devices(
     capacity_min: Annotated[int | None, Query(alias="capacityMin", ge=0, le=MAX_INT64)] = None,
     capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0, le=MAX_INT64)] = None,
     reservable: Annotated[bool | None, Query(alias="reservable")] = None,
+    group: Annotated[str | None, Query(alias="deviceGrpId", pattern=EXTERNAL_ID.pattern)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -132,6 +136,7 @@ def get_devices(
         device_type_code=device_type_code,
         capacity_min_w=capacity_min,
         capacity_max_w=capacity_max,
+        group_external_id=group,
     )
     devices = find_devices(
         sessions=sessions,
