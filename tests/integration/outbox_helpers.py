@@ -19,11 +19,11 @@ from web3.contract import Contract
 
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.chain.artifacts import Artifact
-from granular.adapters.chain.outbox import OutboxConfig, OutboxSender, SendReport
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import Request, RequestState
 from granular.domain.gas import FeePolicy, Tier
 from granular.services import outbox as service
+from granular.services.outbox import OutboxConfig, OutboxSender, SendReport
 
 CHAIN_ID = 31337
 FAST_CONFIG = {

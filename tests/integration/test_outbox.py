@@ -15,10 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
-from granular.adapters.chain.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import RequestState
 from granular.services import outbox as service
+from granular.services.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (  # _close_senders: an autouse fixture
     CHAIN_ID,

@@ -28,7 +28,6 @@ from granular.errors import ConfigurationError, ValidationError
 Wei = NewType("Wei", int)
 
 BP_ONE = 10_000  # 1x in basis points
-GWEI = Wei(1_000_000_000)
 
 DEFAULT_PRIORITY_FEE_FLOOR_WEI = Wei(1_000_000_000)  # 1 gwei
 MIN_REPLACEMENT_BUMP_BP = 1_250  # +12.5 %: OpenEthereum's rule; geth asks for 10 %

@@ -46,25 +46,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
 
 from granular.adapters.db.base import Base, as_utc
+from granular.domain.outbox import FINAL_STATES, IN_FLIGHT_STATES, RequestState
+
+__all__ = ["FINAL_STATES", "IN_FLIGHT_STATES", "RequestState"]  # their home is domain.outbox
 
 # BIGINT keys everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class RequestState(StrEnum):
-    """Where a request is. Final states: confirmed, reverted, failed."""
-
-    QUEUED = "queued"  # waiting for a nonce
-    SIGNED = "signed"  # an attempt is stored; not yet known to have reached a node
-    SENT = "sent"  # broadcast and not in a block (again, after a reorg): unconfirmed
-    MINED = "mined"  # in a block, fewer than K confirmations
-    CONFIRMED = "confirmed"  # mined with status 1 at depth K
-    REVERTED = "reverted"  # mined with status 0 at depth K; the decoded error is stored
-    FAILED = "failed"  # never signed: the call reverts already when its gas is estimated
-
-
-FINAL_STATES = frozenset({RequestState.CONFIRMED, RequestState.REVERTED, RequestState.FAILED})
-IN_FLIGHT_STATES = (RequestState.SIGNED, RequestState.SENT, RequestState.MINED)
 
 
 class FeeKindColumn(StrEnum):
