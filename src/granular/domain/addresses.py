@@ -14,7 +14,7 @@ from eth_hash.auto import keccak
 from granular.errors import ValidationError
 
 _HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-FORMAT_RULE = "0x followed by 40 hex digits"
+FORMAT_RULE = "expected 0x followed by 40 hex digits"
 CHECKSUM_RULE = "mixed-case address with a wrong EIP-55 checksum"
 
 
@@ -26,7 +26,7 @@ class InvalidAddress(ValidationError):
         self.value = value
         self.rule = rule
         super().__init__(
-            f"{field}: {value!r} is not an EVM address ({rule})",
+            f"{field}: {value!r} is not a 20-byte hex address ({rule})",
             {"field": field, "value": value, "rule": rule},
         )
 
