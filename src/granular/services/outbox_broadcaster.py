@@ -32,7 +32,7 @@ from granular.adapters.chain.rpc import (
 )
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import Attempt, Request
-from granular.domain.gas import Tier
+from granular.domain.gas import BP_ONE, Tier
 from granular.domain.outbox import RequestState, backoff_s
 from granular.services.outbox_common import (
     AFTER_BROADCAST_BEFORE_MARK,
@@ -43,8 +43,6 @@ from granular.services.outbox_common import (
     fee_fields,
     fee_kind,
 )
-
-BP_ONE = 10_000
 
 # (request, attempt, reason): reason is "unsent", "replacement", "restart", "reorged" or
 # "dropped"; the first two log "sent", the others "rebroadcast".
@@ -224,16 +222,12 @@ class Broadcaster:
     def _fail(self, failed: Sequence[tuple[Request, str, str]], finished: list[Outcome]) -> None:
         ctx = self._ctx
         now = ctx.now()
+        changes = [
+            db.StateChange(r.id, RequestState.FAILED, error_code=code, error_detail=detail)
+            for r, code, detail in failed
+        ]
         with ctx.sessions.begin() as session:
-            for request, code, detail in failed:
-                db.set_request_state(
-                    session=session,
-                    request_id=request.id,
-                    state=RequestState.FAILED,
-                    now=now,
-                    error_code=code,
-                    error_detail=detail,
-                )
+            db.set_request_states(session=session, changes=changes, now=now)
         for request, code, detail in failed:
             ctx.log.event("failed", request, None, RequestState.FAILED, error=detail)
             finished.append(

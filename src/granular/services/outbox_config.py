@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from granular.config import Settings
-from granular.domain.gas import FeePolicy, Tier, TierPolicy, Wei
+from granular.domain.gas import BP_ONE, FeePolicy, Tier, TierPolicy, Wei
 from granular.errors import ConfigurationError
-
-BP_ONE = 10_000
 
 
 class OutboxConfigInvalid(ConfigurationError):
