@@ -4,6 +4,11 @@
   items it carries), idempotent on its key: the same key returns the same request.
 - `send_once` / `run` drive the sender (one per signing key and chain; the daemon's job).
 - `config_from_settings` builds the sender's configuration from `config.Settings`.
+
+The sender is in parts, each stating its guarantee: `outbox_sender` (the round and its
+lease), `outbox_broadcaster` (sign, store, then send), `outbox_confirmer` (receipts, depth
+K, reorgs, reverts; its decisions are `domain.outbox.decide`), `outbox_resender` (+12.5 %
+replacements under the fee cap); the node client is `adapters.chain.rpc`.
 - `outcome` tells the caller where a request is and, once final, the transaction hash the
   chain kept, to store on its records.
 """

@@ -77,7 +77,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class SendReport:
-    """What one round did. `more_work`: queued requests are left for the next round."""
+    """What one round did. `more_work`: queued requests are left for the next round.
+
+    leased: False when the round did not hold the lease, from its start or from a signing
+    on (another sender took it over): then `finished` lists what became final before.
+    """
 
     leased: bool
     signed: int = 0
