@@ -51,7 +51,11 @@ IN_FLIGHT_STATES = (RequestState.SIGNED, RequestState.SENT, RequestState.MINED)
 REVERT_REASON_GRACE_BLOCKS = 128
 
 
-class NonceTakenByForeignTransaction(GranularError):
+class OutboxError(GranularError):
+    code = "outbox_error"
+
+
+class NonceTakenByForeignTransaction(OutboxError):
     """A transaction that is not one of ours was mined with a nonce we had signed for.
 
     The sender stops: issuing again could mint twice. An operator must look at the key.

@@ -25,7 +25,12 @@ from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import Request
 from granular.domain.addresses import InvalidAddress, checksum_address
 from granular.domain.gas import Tier
-from granular.domain.outbox import FINAL_STATES, NonceTakenByForeignTransaction, RequestState
+from granular.domain.outbox import (
+    FINAL_STATES,
+    NonceTakenByForeignTransaction,
+    OutboxError,
+    RequestState,
+)
 from granular.errors import GranularError, ValidationError
 from granular.services.outbox_common import (
     AFTER_BROADCAST_BEFORE_MARK,
@@ -51,6 +56,7 @@ __all__ = [
     "NonceTakenByForeignTransaction",
     "OutboxConfig",
     "OutboxConfigInvalid",
+    "OutboxError",
     "OutboxSender",
     "Outcome",
     "RequestOutcome",
