@@ -25,13 +25,13 @@ from granular.adapters.chain.anvil import Anvil
 from granular.adapters.chain.artifacts import Artifact
 from granular.adapters.chain.client import connect
 from granular.adapters.chain.keys import anvil_account
-from granular.adapters.chain.outbox import OutboxConfig, OutboxSender
 from granular.adapters.db.engine import make_engine, session_factory
 from granular.adapters.db.migrate import upgrade
 from granular.adapters.db.outbox import RequestState
 from granular.domain.gas import Tier
 from granular.services import outbox as service
 from granular.services.deployment import deploy
+from granular.services.outbox import OutboxConfig, OutboxSender
 
 CHAIN_ID = 31337
 REQUESTS = 1_000

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from granular.domain.energy import MaxEnergyPolicy, MaxEnergyRule
+from granular.domain.gas import Tier
 
 
 class Settings(BaseSettings):
@@ -26,12 +28,19 @@ class Settings(BaseSettings):
     network: str = Field(default="local", description="names deployments/<network>.json")
     keystore: Path | None = Field(default=None, description="eth-account keystore of the issuer")
     password_file: Path | None = None
-    # The transaction outbox: OutboxConfig.from_env(settings.outbox_settings(), chain_id=...).
+    # The transaction outbox: services.outbox.config_from_settings(settings, chain_id=...).
+    # Per-chain maps and tier deadlines are written "key=value,..." (README).
     confirmations: int = Field(default=1, ge=0, description="depth at which a tx is confirmed")
-    confirmations_by_chain: str = Field(default="", description='e.g. "246=20,73799=5"')
+    confirmations_by_chain: Annotated[dict[int, NonNegativeInt], NoDecode] = Field(
+        default_factory=dict, description='per chain id, e.g. "246=20,73799=5"'
+    )
     fee_cap_wei: int | None = Field(default=None, ge=1, description="max fee per gas, never passed")
-    fee_cap_wei_by_chain: str = Field(default="", description='e.g. "246=500000000000"')
-    tier_deadlines_s: str = Field(default="", description='e.g. "fast=30,standard=300,slow=1800"')
+    fee_cap_wei_by_chain: Annotated[dict[int, PositiveInt], NoDecode] = Field(
+        default_factory=dict, description='per chain id, e.g. "246=500000000000"'
+    )
+    tier_deadlines_s: Annotated[dict[Tier, PositiveInt], NoDecode] = Field(
+        default_factory=dict, description='e.g. "fast=30,standard=300,slow=1800"'
+    )
     priority_fee_floor_wei: int | None = Field(default=None, ge=0)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1)
@@ -45,22 +54,25 @@ class Settings(BaseSettings):
     max_energy_degradation_per_year: Decimal = Decimal("0.005")
     max_energy_margin: Decimal = Decimal("0.2")
 
-    def outbox_settings(self) -> dict[str, str]:
-        """The outbox settings under their GRANULAR_* names, the form OutboxConfig.from_env
-        parses (per-chain maps and tier deadlines included); unset ones are left out."""
-        values: dict[str, object] = {
-            "GRANULAR_CONFIRMATIONS": self.confirmations,
-            "GRANULAR_CONFIRMATIONS_BY_CHAIN": self.confirmations_by_chain,
-            "GRANULAR_FEE_CAP_WEI": self.fee_cap_wei,
-            "GRANULAR_FEE_CAP_WEI_BY_CHAIN": self.fee_cap_wei_by_chain,
-            "GRANULAR_TIER_DEADLINES_S": self.tier_deadlines_s,
-            "GRANULAR_PRIORITY_FEE_FLOOR_WEI": self.priority_fee_floor_wei,
-            "GRANULAR_OUTBOX_POLL_INTERVAL_S": self.outbox_poll_interval_s,
-            "GRANULAR_OUTBOX_BATCH_SIZE": self.outbox_batch_size,
-            "GRANULAR_OUTBOX_LEASE_TTL_S": self.outbox_lease_ttl_s,
-            "GRANULAR_OUTBOX_BACKOFF_MAX_S": self.outbox_backoff_max_s,
-        }
-        return {name: str(value) for name, value in values.items() if value not in (None, "")}
+    @field_validator(
+        "confirmations_by_chain", "fee_cap_wei_by_chain", "tier_deadlines_s", mode="before"
+    )
+    @classmethod
+    def _pairs(cls, value: object, info: ValidationInfo) -> object:
+        """ "a=1,b=2" (also "a:1") into a mapping; blanks ignored. Values are typed after."""
+        if not isinstance(value, str):
+            return value
+        variable = f"GRANULAR_{(info.field_name or '').upper()}"
+        out: dict[str, str] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            sep = "=" if "=" in part else ":"
+            key, _, item = part.partition(sep)
+            if not key.strip() or not item.strip():
+                raise ValueError(f"{variable}={value!r}: expected comma-separated key=value pairs")
+            out[key.strip().lower()] = item.strip()
+        return out
 
     def max_energy_policy(self) -> MaxEnergyPolicy:
         """The configured policy; a bad value raises a ConfigurationError naming it."""

@@ -3,14 +3,18 @@ and the check that the chain and the database tell the same story."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,11 +23,11 @@ from web3.contract import Contract
 
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.chain.artifacts import Artifact
-from granular.adapters.chain.outbox import OutboxConfig, OutboxSender, SendReport
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import Request, RequestState
 from granular.domain.gas import FeePolicy, Tier
 from granular.services import outbox as service
+from granular.services.outbox import OutboxConfig, OutboxSender, SendReport
 
 CHAIN_ID = 31337
 FAST_CONFIG = {
@@ -268,3 +272,57 @@ def automine_off(w3: Web3) -> Iterator[None]:
 
 def own_anvil(tmp_path: Path, *args: str, port: int | None = None) -> Anvil:
     return Anvil(args=args, port=port, log=tmp_path / "anvil.log")
+
+
+class FaultyRpc:
+    """A JSON-RPC proxy in front of a real node that, while `failing` names a method,
+    answers that method with a node error instead of forwarding it (single and batch calls).
+
+    The error is what a node without the block's state says ("header not found"): the
+    node answered, and could not run the call.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.failing: set[str] = set()
+        self.failed: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                calls = body if isinstance(body, list) else [body]
+                forward = [c for c in calls if c.get("method") not in proxy.failing]
+                answers: dict[Any, Any] = {}
+                if forward:
+                    got = requests.post(proxy.upstream, json=forward, timeout=10).json()
+                    answers = {a["id"]: a for a in (got if isinstance(got, list) else [got])}
+                out = []
+                for call in calls:
+                    if call.get("method") in proxy.failing:
+                        proxy.failed.append(call["method"])
+                        error = {"code": -32000, "message": "header not found"}
+                        out.append({"jsonrpc": "2.0", "id": call.get("id"), "error": error})
+                    else:
+                        out.append(answers[call.get("id")])
+                data = json.dumps(out if isinstance(body, list) else out[0]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyRpc:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

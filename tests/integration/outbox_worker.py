@@ -16,8 +16,8 @@ import time
 from collections import Counter
 
 from granular.adapters.chain.keys import anvil_account
-from granular.adapters.chain.outbox import OutboxConfig, OutboxSender
 from granular.adapters.db.engine import make_engine
+from granular.services.outbox import OutboxConfig, OutboxSender
 
 CHAIN_ID = 31337
 

@@ -15,10 +15,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
-from granular.adapters.chain.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import RequestState
+from granular.domain.addresses import InvalidAddress
 from granular.services import outbox as service
+from granular.services.outbox import LOGGER_NAME, NonceTakenByForeignTransaction
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (  # _close_senders: an autouse fixture
     CHAIN_ID,
@@ -277,6 +278,27 @@ def test_submit_is_idempotent_on_the_key_and_refuses_another_payload(
             tier="urgent",  # type: ignore[arg-type]
         )
     assert invalid.value.field == "tier"
+
+
+@pytest.mark.parametrize("field", ["signer", "to"])
+def test_submit_refuses_an_address_with_a_wrong_checksum_instead_of_repairing_it(
+    sessions: sessionmaker[Session], issuer: str, field: str
+) -> None:
+    good = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    arguments = {"signer": issuer, "to": good, field: good[:-1] + "D"}
+    with sessions.begin() as session, pytest.raises(InvalidAddress) as raised:
+        service.submit(
+            session=session, chain_id=CHAIN_ID, idempotency_key="typo", data=b"\x01", **arguments
+        )
+    assert raised.value.details["field"] == field
+    assert requests_of(sessions) == []
+    with sessions.begin() as session:
+        lower = {"signer": issuer, "to": good.lower()}
+        submitted = service.submit(
+            session=session, chain_id=CHAIN_ID, idempotency_key="lower", data=b"\x01", **lower
+        )
+    (stored,) = requests_of(sessions)
+    assert submitted.created and stored.to_address == good  # one spelling in the database
 
 
 def test_a_request_is_confirmed_only_at_depth_k(

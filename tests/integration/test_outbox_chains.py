@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil, free_port
 from granular.adapters.chain.client import connect
-from granular.adapters.chain.outbox import LOGGER_NAME, fees_of
 from granular.adapters.db.outbox import RequestState
 from granular.domain.gas import LegacyFees
 from granular.services.deployment import deploy
+from granular.services.outbox import LOGGER_NAME, fees_of
 from tests.integration.outbox_helpers import (
     Clock,
     _close_senders,  # noqa: F401  (autouse fixture)

@@ -13,14 +13,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
-from granular.adapters.chain.outbox import (
+from granular.adapters.db.outbox import RequestState
+from granular.domain.gas import Eip1559Fees, FeePolicy, Wei
+from granular.services.outbox import (
     AFTER_BROADCAST_BEFORE_MARK,
     AFTER_COMMIT_BEFORE_BROADCAST,
     LOGGER_NAME,
     fees_of,
 )
-from granular.adapters.db.outbox import RequestState
-from granular.domain.gas import Eip1559Fees, FeePolicy, Wei
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (
     Clock,

@@ -16,12 +16,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
-from granular.adapters.chain.outbox import (
+from granular.adapters.db.outbox import RequestState
+from granular.paths import project_root
+from granular.services.outbox import (
     AFTER_BROADCAST_BEFORE_MARK,
     AFTER_COMMIT_BEFORE_BROADCAST,
 )
-from granular.adapters.db.outbox import RequestState
-from granular.paths import project_root
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (
     _close_senders,  # noqa: F401  (autouse fixture)

@@ -39,11 +39,11 @@ from granular.domain.gas import (
     estimate_eip1559,
     estimate_fees,
     estimate_legacy,
-    is_due_for_replacement,
     min_replacement_fee_wei,
     parse_fee_history,
     priority_fee_per_gas_wei,
 )
+from granular.domain.outbox import AttemptFacts, InFlight, RequestState, Verdict, decide
 from granular.errors import ConfigurationError, GranularError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fee_history"
@@ -448,9 +448,23 @@ def test_a_larger_configured_bump_is_used() -> None:
 def test_replacement_is_due_exactly_at_the_deadline(tier: Tier, deadline_s: int) -> None:
     sent_at_s = 1_700_000_000
     assert DEFAULT.for_tier(tier).deadline_s == deadline_s
-    assert is_due_for_replacement(sent_at_s, sent_at_s + deadline_s, tier, DEFAULT) is True
-    assert is_due_for_replacement(sent_at_s, sent_at_s + deadline_s - 1, tier, DEFAULT) is False
-    assert is_due_for_replacement(sent_at_s, sent_at_s - 5, tier, DEFAULT) is False
+
+    def verdict(now_s: int) -> Verdict:
+        request = InFlight(RequestState.SENT, None, None, (AttemptFacts("0xaa", sent_at_s),))
+        return decide(
+            request,
+            receipt=None,
+            head_block=1,
+            confirmations=1,
+            now_s=now_s,
+            deadline_s=DEFAULT.for_tier(tier).deadline_s,
+            resume=False,
+            in_pool={"0xaa": True},
+        ).verdict
+
+    assert verdict(sent_at_s + deadline_s) is Verdict.REPLACE
+    assert verdict(sent_at_s + deadline_s - 1) is Verdict.NOTHING
+    assert verdict(sent_at_s - 5) is Verdict.NOTHING  # a clock that went back
 
 
 # --- policy -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The outbox's pure parts: what a node's refusal means, depth, settings, revert data."""
+"""The outbox's pure parts: what a node's refusal means, depth, backoff, revert data, and
+`decide`, what the sender does with a request in flight."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ import sys
 
 import pytest
 
-from granular.adapters.chain.outbox import (
+from granular.adapters.chain.rpc import (
     BroadcastResult,
-    OutboxConfig,
-    OutboxConfigInvalid,
     RpcError,
-    backoff_s,
     classify_broadcast_error,
-    confirmation_depth,
     counts_as_sent,
-    is_final,
 )
 from granular.adapters.db.lease import _local_holder_is_dead, advisory_key
-from granular.domain.gas import Tier
+from granular.domain.outbox import (
+    REVERT_REASON_GRACE_BLOCKS,
+    AttemptFacts,
+    Decision,
+    InFlight,
+    Receipt,
+    RequestState,
+    Verdict,
+    backoff_s,
+    confirmation_depth,
+    decide,
+)
+from granular.services.outbox import OutboxConfig, OutboxConfigInvalid
 
 
 @pytest.mark.parametrize(
@@ -59,11 +67,9 @@ def test_only_a_plain_rejection_does_not_count_as_sent() -> None:
     assert [r for r in BroadcastResult if not counts_as_sent(r)] == [BroadcastResult.REJECTED]
 
 
-def test_depth_counts_the_block_itself_and_k_is_reached_exactly() -> None:
+def test_depth_counts_the_block_itself() -> None:
     assert confirmation_depth(head_block=10, mined_block=10) == 1
-    assert not is_final(head_block=11, mined_block=10, confirmations=3)  # depth 2
-    assert is_final(head_block=12, mined_block=10, confirmations=3)  # depth 3
-    assert is_final(head_block=10, mined_block=10, confirmations=0)
+    assert confirmation_depth(head_block=12, mined_block=10) == 3
 
 
 @pytest.mark.parametrize(
@@ -97,39 +103,147 @@ def test_revert_data_is_read_from_the_answers_of_different_nodes() -> None:
     assert not RpcError("eth_call", -32000, "header not found", selector).is_revert
 
 
-def test_config_reads_the_granular_settings_per_chain() -> None:
-    env = {
-        "GRANULAR_CONFIRMATIONS": "2",
-        "GRANULAR_CONFIRMATIONS_BY_CHAIN": "246=20, 73799=5",
-        "GRANULAR_FEE_CAP_WEI": "100000000000",
-        "GRANULAR_TIER_DEADLINES_S": "fast=10,standard=60,slow=600",
-        "GRANULAR_OUTBOX_POLL_INTERVAL_S": "0.5",
-    }
-    ewc = OutboxConfig.from_env(env, chain_id=246)
-    anvil = OutboxConfig.from_env(env, chain_id=31337)
-    assert ewc.confirmations == 20 and anvil.confirmations == 2
-    assert ewc.fee_policy.fee_cap_wei == 100_000_000_000
-    assert ewc.fee_policy.for_tier(Tier.FAST).deadline_s == 10
-    assert ewc.fee_policy.for_tier(Tier.SLOW).deadline_s == 600
-    assert ewc.poll_interval_s == 0.5
-    default = OutboxConfig.from_env({}, chain_id=1)
-    assert default.confirmations == 1 and default.fee_policy.fee_cap_wei is None
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("confirmations", -1),
+        ("poll_interval_s", 0),
+        ("batch_size", 0),
+        ("gas_limit_margin_bp", 9_999),
+        ("backoff_max_s", 0.5),
+    ],
+    ids=["negative K", "zero poll interval", "empty batch", "margin below 1x", "max < initial"],
+)
+def test_config_refuses_values_out_of_range(field: str, value: object) -> None:
+    with pytest.raises(OutboxConfigInvalid) as raised:
+        OutboxConfig(chain_id=1, **{field: value})  # type: ignore[arg-type]
+    assert raised.value.code == "outbox_config_invalid"
+    assert raised.value.details["field"] == field
+
+
+# --- decide -------------------------------------------------------------------------------
+
+A, B, C = "0xaa", "0xbb", "0xcc"
+NOW = 1_000_000
+DEADLINE = 30
+
+
+def _decide(
+    state: RequestState,
+    attempts: list[tuple[str, int | None]],
+    *,
+    receipt: Receipt | None = None,
+    recorded: tuple[str, str] | None = None,
+    head: int = 100,
+    k: int = 3,
+    resume: bool = False,
+    in_pool: dict[str, bool] | None = None,
+    readable: bool = True,
+) -> Decision:
+    request = InFlight(
+        state=state,
+        tx_hash=recorded[0] if recorded else None,
+        block_hash=recorded[1] if recorded else None,
+        attempts=tuple(AttemptFacts(h, sent) for h, sent in attempts),
+    )
+    return decide(
+        request,
+        receipt=receipt,
+        head_block=head,
+        confirmations=k,
+        now_s=NOW,
+        deadline_s=DEADLINE,
+        resume=resume,
+        in_pool=in_pool or {},
+        revert_readable=readable,
+    )
+
+
+SENT = RequestState.SENT
+MINED = RequestState.MINED
+FRESH = NOW - DEADLINE + 1  # sent one second before its deadline
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("head", "status", "readable", "recorded", "verdict"),
     [
-        {"GRANULAR_CONFIRMATIONS": "-1"},
-        {"GRANULAR_CONFIRMATIONS": "many"},
-        {"GRANULAR_TIER_DEADLINES_S": "urgent=5"},
-        {"GRANULAR_OUTBOX_POLL_INTERVAL_S": "0"},
+        (99, 1, True, None, Verdict.MINED),  # depth 2 of 3
+        (99, 1, True, (A, "0xblock"), Verdict.WAITING),  # recorded there already
+        (99, 1, True, (A, "0xother"), Verdict.MINED),  # a reorg moved it to another block
+        (100, 1, True, None, Verdict.CONFIRMED),  # exactly depth 3
+        (100, 0, True, None, Verdict.REVERTED),
+        (100, 0, False, (A, "0xblock"), Verdict.WAITING),  # an RPC fault hid the reason
+        (96 + 3 + REVERT_REASON_GRACE_BLOCKS, 0, False, None, Verdict.MINED),
+        (97 + 3 + REVERT_REASON_GRACE_BLOCKS, 0, False, None, Verdict.REVERTED),
     ],
-    ids=["negative K", "K not a number", "unknown tier", "zero poll interval"],
+    ids=[
+        "below K",
+        "below K, recorded",
+        "below K, new block",
+        "at K",
+        "reverted at K",
+        "revert unreadable",
+        "unreadable, one block before the grace ends",
+        "unreadable, grace over",
+    ],
 )
-def test_config_refuses_bad_settings(env: dict[str, str]) -> None:
-    with pytest.raises(OutboxConfigInvalid) as raised:
-        OutboxConfig.from_env(env, chain_id=1)
-    assert raised.value.code == "outbox_config_invalid"
+def test_a_receipt_is_final_at_depth_k_and_a_revert_only_once_its_reason_is_read(
+    head: int, status: int, readable: bool, recorded: tuple[str, str] | None, verdict: Verdict
+) -> None:
+    receipt = Receipt(A, block=98, block_hash="0xblock", status=status)
+    state = MINED if recorded else SENT
+    decision = _decide(
+        state, [(A, NOW)], receipt=receipt, recorded=recorded, head=head, readable=readable
+    )
+    assert decision.verdict is verdict
+    assert decision.depth == head - 98 + 1
+    assert decision.broadcast == ()
+
+
+def test_a_mined_request_without_a_receipt_was_reorged_and_is_sent_again() -> None:
+    decision = _decide(MINED, [(A, NOW), (B, NOW)], recorded=(B, "0xgone"))
+    assert decision == Decision(Verdict.REORGED, broadcast=((B, "reorged"),))
+
+
+def test_an_unsent_first_attempt_is_broadcast_without_asking_the_pool() -> None:
+    decision = _decide(SENT, [(A, None)], resume=True)
+    assert decision == Decision(Verdict.BROADCAST, broadcast=((A, "unsent"),))
+
+
+def test_an_unsent_replacement_asks_whether_the_attempt_it_replaces_is_still_in_the_pool() -> None:
+    attempts: list[tuple[str, int | None]] = [(A, FRESH), (B, FRESH), (C, None)]
+    assert _decide(SENT, attempts) == Decision(Verdict.CHECK_POOL, check_pool=(B,))
+    still_there = _decide(SENT, attempts, in_pool={B: True})
+    assert still_there == Decision(Verdict.BROADCAST, broadcast=((C, "unsent"),))
+    # The node refuses the replacement and lost the previous attempt: both are sent, the
+    # previous one first, so the request has something in the pool whatever the node says.
+    gone = _decide(SENT, attempts, in_pool={B: False})
+    assert gone == Decision(Verdict.BROADCAST, broadcast=((B, "dropped"), (C, "unsent")))
+
+
+@pytest.mark.parametrize(
+    ("sent_at", "resume", "in_pool", "expected"),
+    [
+        (FRESH, True, {}, Decision(Verdict.BROADCAST, broadcast=((A, "restart"),))),
+        (NOW - DEADLINE, False, {}, Decision(Verdict.REPLACE)),
+        (NOW - DEADLINE, True, {}, Decision(Verdict.BROADCAST, broadcast=((A, "restart"),))),
+        (FRESH, False, {}, Decision(Verdict.CHECK_POOL, check_pool=(A,))),
+        (FRESH, False, {A: True}, Decision(Verdict.NOTHING)),
+        (FRESH, False, {A: False}, Decision(Verdict.BROADCAST, broadcast=((A, "dropped"),))),
+    ],
+    ids=[
+        "restart",
+        "at its deadline",
+        "restart before replacing",
+        "ask the pool",
+        "in the pool",
+        "dropped",
+    ],
+)
+def test_a_sent_attempt_is_broadcast_again_replaced_or_left_alone(
+    sent_at: int, resume: bool, in_pool: dict[str, bool], expected: Decision
+) -> None:
+    assert _decide(SENT, [(A, sent_at)], resume=resume, in_pool=in_pool) == expected
 
 
 def test_advisory_key_is_a_stable_signed_64_bit_number() -> None:

@@ -28,7 +28,6 @@ from granular.errors import ConfigurationError, ValidationError
 Wei = NewType("Wei", int)
 
 BP_ONE = 10_000  # 1x in basis points
-GWEI = Wei(1_000_000_000)
 
 DEFAULT_PRIORITY_FEE_FLOOR_WEI = Wei(1_000_000_000)  # 1 gwei
 MIN_REPLACEMENT_BUMP_BP = 1_250  # +12.5 %: OpenEthereum's rule; geth asks for 10 %
@@ -117,7 +116,8 @@ TIERS_SLOW_TO_FAST: tuple[Tier, ...] = (Tier.SLOW, Tier.STANDARD, Tier.FAST)
 class TierPolicy:
     """The knobs of one tier.
 
-    deadline_s: an attempt not mined this long after it was sent is replaced.
+    deadline_s: an attempt not mined this long after it was sent is replaced
+        (`domain.outbox.decide`, at the deadline exactly).
     reward_percentile: the eth_feeHistory reward column whose median is the priority fee.
     base_fee_headroom_bp: max fee = next base fee x this / 10 000 + priority fee.
     legacy_multiplier_bp: gas price = eth_gasPrice x this / 10 000.
@@ -624,8 +624,3 @@ def bump(previous: Fees, policy: FeePolicy, *, fresh_estimate: Fees | None = Non
     fees_legacy, capped = _cap_legacy(uncapped_legacy, cap)
     ok = fees_legacy.gas_price_wei >= min_price
     return Replacement(fees=fees_legacy if ok else None, uncapped=uncapped_legacy, capped=capped)
-
-
-def is_due_for_replacement(sent_at_s: int, now_s: int, tier: Tier, policy: FeePolicy) -> bool:
-    """True once the tier's deadline has passed since the attempt was sent (at it, too)."""
-    return now_s - sent_at_s >= policy.for_tier(tier).deadline_s

@@ -8,21 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eth_utils.address import is_address, to_checksum_address
-
 from granular.adapters.chain.client import ChainConnection, connect
 from granular.adapters.chain.deployer import DeployedContracts, deploy_contracts, has_code
 from granular.adapters.chain.keys import Signer, signing_account
+from granular.domain.addresses import checksum_address
 from granular.errors import GranularError, ValidationError
 
 _NETWORK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class InvalidAddress(ValidationError):
-    code = "invalid_address"
-
-    def __init__(self, field: str, value: str) -> None:
-        super().__init__(f"{field}: {value!r} is not a 20-byte hex address")
 
 
 class DeploymentRefused(GranularError):
@@ -30,10 +22,7 @@ class DeploymentRefused(GranularError):
 
 
 def checked_address(field: str, value: str) -> str:
-    if not is_address(value):
-        raise InvalidAddress(field, value)
-    checksummed: str = to_checksum_address(value)
-    return checksummed
+    return checksum_address(field, value)  # refuses a bad EIP-55 checksum, never repairs it
 
 
 def deployment_path(directory: Path, network: str) -> Path:

@@ -3,37 +3,68 @@
 - `submit` adds a request inside the caller's database transaction (with the issuance
   items it carries), idempotent on its key: the same key returns the same request.
 - `send_once` / `run` drive the sender (one per signing key and chain; the daemon's job).
+- `config_from_settings` builds the sender's configuration from `config.Settings`.
+
+The sender is in parts, each stating its guarantee: `outbox_sender` (the round and its
+lease), `outbox_broadcaster` (sign, store, then send), `outbox_confirmer` (receipts, depth
+K, reorgs, reverts; its decisions are `domain.outbox.decide`), `outbox_resender` (+12.5 %
+replacements under the fee cap); the node client is `adapters.chain.rpc`.
 - `outcome` tells the caller where a request is and, once final, the transaction hash the
   chain kept, to store on its records.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eth_utils.address import to_checksum_address
 from sqlalchemy.orm import Session
 
-from granular.adapters.chain.outbox import OutboxConfig, OutboxSender, Outcome, SendReport
 from granular.adapters.db import outbox as db
-from granular.adapters.db.outbox import FINAL_STATES, Request, RequestState
-from granular.config import Settings
+from granular.adapters.db.outbox import Request
+from granular.domain.addresses import InvalidAddress, checksum_address
 from granular.domain.gas import Tier
+from granular.domain.outbox import (
+    FINAL_STATES,
+    NonceTakenByForeignTransaction,
+    OutboxError,
+    RequestState,
+)
 from granular.errors import GranularError, ValidationError
+from granular.services.outbox_common import (
+    AFTER_BROADCAST_BEFORE_MARK,
+    AFTER_COMMIT_BEFORE_BROADCAST,
+    LOGGER_NAME,
+    ChainIdMismatch,
+    Outcome,
+    SendReport,
+    fees_of,
+)
+from granular.services.outbox_config import OutboxConfig, OutboxConfigInvalid, config_from_settings
+from granular.services.outbox_sender import OutboxSender
 
 __all__ = [
+    "AFTER_BROADCAST_BEFORE_MARK",
+    "AFTER_COMMIT_BEFORE_BROADCAST",
+    "FINAL_STATES",
+    "LOGGER_NAME",
+    "ChainIdMismatch",
     "IdempotencyConflict",
+    "InvalidAddress",
     "InvalidRequest",
+    "NonceTakenByForeignTransaction",
     "OutboxConfig",
+    "OutboxConfigInvalid",
+    "OutboxError",
     "OutboxSender",
     "Outcome",
     "RequestOutcome",
+    "RequestState",
     "SendReport",
     "Submitted",
     "config_from_settings",
+    "fees_of",
     "outcome",
     "outcomes",
     "run",
@@ -41,7 +72,6 @@ __all__ = [
     "submit",
 ]
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 MAX_KEY_LENGTH = 200
 
 
@@ -114,14 +144,6 @@ def _outcome(request: Request) -> RequestOutcome:
     )
 
 
-def _checksum(field: str, address: str) -> str:
-    """EIP-55 checksum spelling, so one address is always stored the same way."""
-    if not _ADDRESS.match(address):
-        raise InvalidRequest(field, address, "a 0x-prefixed 20-byte hex address")
-    checksummed: str = to_checksum_address(address)
-    return checksummed
-
-
 def submit(
     *,
     session: Session,
@@ -149,8 +171,8 @@ def submit(
         raise InvalidRequest("gas_limit", gas_limit, ">= 21000")
     if items is not None and items < 0:
         raise InvalidRequest("items", items, ">= 0")
-    signer = _checksum("signer", signer)
-    to = _checksum("to", to)
+    signer = checksum_address("signer", signer)
+    to = checksum_address("to", to)
     try:
         tier = Tier(tier)
     except ValueError:
@@ -199,12 +221,6 @@ def outcomes(
     return [
         _outcome(r) for r in db.list_requests(session=session, chain_id=chain_id, states=states)
     ]
-
-
-def config_from_settings(settings: Settings, *, chain_id: int) -> OutboxConfig:
-    """The sender's configuration for one chain, from the GRANULAR_* settings: the one
-    place callers build it (the daemon, `issue-once`, tests)."""
-    return OutboxConfig.from_env(settings.outbox_settings(), chain_id=chain_id)
 
 
 def send_once(sender: OutboxSender) -> SendReport:

@@ -26,14 +26,12 @@ bookings of the devices concerned, `now`), calls them, and stores the result.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from eth_utils.address import is_checksum_address, to_checksum_address
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import Principal
@@ -55,6 +53,7 @@ from granular.adapters.db.reservations import (
     reservable_clause,
     update_terms,
 )
+from granular.domain.addresses import address_problem, to_checksum
 from granular.domain.gas import Tier
 from granular.domain.reservations import (
     RELEASE_COOLDOWN,
@@ -69,7 +68,6 @@ from granular.domain.windows import Frequency, share_in_span
 from granular.errors import Forbidden, NotFound
 from granular.services.accounts import Role
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
 
 
@@ -205,14 +203,9 @@ class ReservationView:
 def checksum_wallet(value: str) -> str:
     """The EIP-55 spelling of an EVM address. All-lower or all-upper hex is accepted;
     mixed case must already be a correct checksum (a typo is refused, not repaired)."""
-    if not _ADDRESS.match(value):
-        raise InvalidWallet(value, "expected 0x followed by 40 hex digits")
-    body = value[2:]
-    mixed = body != body.lower() and body != body.upper()
-    if mixed and not is_checksum_address(value):
-        raise InvalidWallet(value, "mixed-case address with a wrong EIP-55 checksum")
-    checksummed: str = to_checksum_address(value)
-    return checksummed
+    if (problem := address_problem(value)) is not None:
+        raise InvalidWallet(value, problem)
+    return to_checksum(value)
 
 
 def closed_at(reservation: StoredReservation, now: datetime) -> datetime | None:

@@ -46,25 +46,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
 
 from granular.adapters.db.base import Base, as_utc
+from granular.domain.outbox import FINAL_STATES, IN_FLIGHT_STATES, RequestState
+
+__all__ = ["FINAL_STATES", "IN_FLIGHT_STATES", "RequestState"]  # their home is domain.outbox
 
 # BIGINT keys everywhere but SQLite, whose rowid alias must be spelled INTEGER.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class RequestState(StrEnum):
-    """Where a request is. Final states: confirmed, reverted, failed."""
-
-    QUEUED = "queued"  # waiting for a nonce
-    SIGNED = "signed"  # an attempt is stored; not yet known to have reached a node
-    SENT = "sent"  # broadcast and not in a block (again, after a reorg): unconfirmed
-    MINED = "mined"  # in a block, fewer than K confirmations
-    CONFIRMED = "confirmed"  # mined with status 1 at depth K
-    REVERTED = "reverted"  # mined with status 0 at depth K; the decoded error is stored
-    FAILED = "failed"  # never signed: the call reverts already when its gas is estimated
-
-
-FINAL_STATES = frozenset({RequestState.CONFIRMED, RequestState.REVERTED, RequestState.FAILED})
-IN_FLIGHT_STATES = (RequestState.SIGNED, RequestState.SENT, RequestState.MINED)
 
 
 class FeeKindColumn(StrEnum):
@@ -309,13 +296,10 @@ def list_requests(
     *,
     session: Session,
     chain_id: int,
-    signer: str | None = None,
     states: Iterable[RequestState] | None = None,
 ) -> list[Request]:
-    """Requests of a chain (and signer), with their attempts, by id."""
+    """Requests of a chain, with their attempts, by id."""
     query = select(TxRequest).where(TxRequest.chain_id == chain_id)
-    if signer is not None:
-        query = query.where(TxRequest.signer == signer)
     if states is not None:
         query = query.where(TxRequest.state.in_([s.value for s in states]))
     rows = session.scalars(query.order_by(TxRequest.id).options(selectinload(TxRequest.attempts)))
@@ -395,34 +379,6 @@ def in_flight_requests(*, session: Session, chain_id: int, signer: str) -> list[
     return [_request(row, with_attempts=True) for row in rows]
 
 
-def set_request_state(
-    *,
-    session: Session,
-    request_id: int,
-    state: RequestState,
-    now: datetime,
-    tx_hash: str | None = None,
-    block_number: int | None = None,
-    block_hash: str | None = None,
-    error_code: str | None = None,
-    error_detail: str | None = None,
-) -> None:
-    """Move a request to `state`; the chain fields are written as given (None clears them)."""
-    session.execute(
-        update(TxRequest)
-        .where(TxRequest.id == request_id)
-        .values(
-            state=state.value,
-            tx_hash=tx_hash,
-            block_number=block_number,
-            block_hash=block_hash,
-            error_code=error_code,
-            error_detail=error_detail,
-            updated_at=now,
-        )
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """A request's new state and chain fields (None clears a field)."""
@@ -437,7 +393,8 @@ class StateChange:
 
 
 def set_request_states(*, session: Session, changes: Sequence[StateChange], now: datetime) -> None:
-    """`set_request_state` for many requests in one statement."""
+    """Move requests to their new states, chain fields as given (None clears them), in one
+    statement."""
     if not changes:
         return
     table = cast(Table, TxRequest.__table__)
