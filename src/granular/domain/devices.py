@@ -63,6 +63,7 @@ COLUMNS = {
     "latitude": "latitude",
     "longitude": "longitude",
     "description": "description",
+    "kind": "kind",
 }
 REQUIRED = (
     "externalId",
@@ -110,6 +111,7 @@ class DeviceSpec:
     latitude: Decimal | None = None
     longitude: Decimal | None = None
     description: str | None = None
+    kind: DeviceKind = DeviceKind.PRODUCTION
 
     def as_columns(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -222,6 +224,19 @@ def _bool(field: str, value: object) -> bool:
     raise DeviceFieldInvalid(field, value, "must be true or false")
 
 
+def _kind(value: object) -> DeviceKind:
+    """`kind`: production (the default when blank) or consumption."""
+    if _blank(value):
+        return DeviceKind.PRODUCTION
+    valid = ", ".join(kind.value for kind in DeviceKind)
+    if not isinstance(value, str):
+        raise DeviceFieldInvalid("kind", value, f"must be one of {valid}")
+    try:
+        return DeviceKind(_text("kind", value))
+    except ValueError:
+        raise DeviceFieldInvalid("kind", value, f"must be one of {valid}") from None
+
+
 def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
     """A DeviceSpec from D-REC columns, or DeviceFieldInvalid naming field, value and rule."""
     for name in raw:
@@ -270,4 +285,5 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
         description=None
         if _blank(description)
         else _text("description", description, max_length=2000),
+        kind=_kind(raw.get("kind")),
     )

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
-from granular.domain.devices import DeviceSpec
+from granular.domain.devices import DeviceKind, DeviceSpec
 
 
 class DeviceRow(Base):
@@ -110,6 +110,7 @@ class DeviceFilter:
     device_type_code: str | None = None
     capacity_min_w: int | None = None
     capacity_max_w: int | None = None
+    kind: DeviceKind | None = None
     # A condition on DeviceRow keeping the devices that can (or cannot) be reserved: an
     # EXISTS / NOT EXISTS built by `adapters.db.reservations.reservable_clause`.
     reservable_clause: ColumnElement[bool] | None = None
@@ -129,6 +130,7 @@ _SPEC_COLUMNS = (
     "latitude",
     "longitude",
     "description",
+    "kind",
 )
 
 
@@ -138,6 +140,7 @@ def _spec(row: DeviceRow | DeviceRevisionRow) -> DeviceSpec:
     # session's time zone, which need not be UTC.
     moment = values["commissioning_date"]
     values["commissioning_date"] = as_utc(moment)
+    values["kind"] = DeviceKind(values["kind"])
     for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
         if values[name] is not None:
             values[name] = _canonical(Decimal(values[name]))
@@ -296,6 +299,7 @@ def list_devices(
         (DeviceRow.fuel_code, where.fuel_code),
         (DeviceRow.off_taker, where.off_taker),
         (DeviceRow.device_type_code, where.device_type_code),
+        (DeviceRow.kind, None if where.kind is None else where.kind.value),
     ):
         if value is not None:
             query = query.where(column == value)

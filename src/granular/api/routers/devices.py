@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
-from granular.domain.devices import CODE, COUNTRY_CODE, OFF_TAKERS
+from granular.domain.devices import CODE, COUNTRY_CODE, OFF_TAKERS, DeviceKind
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
@@ -122,6 +122,7 @@ def get_devices(
     capacity_min: Annotated[int | None, Query(alias="capacityMin", ge=0, le=MAX_INT64)] = None,
     capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0, le=MAX_INT64)] = None,
     reservable: Annotated[bool | None, Query(alias="reservable")] = None,
+    kind: Annotated[DeviceKind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def get_devices(
         device_type_code=device_type_code,
         capacity_min_w=capacity_min,
         capacity_max_w=capacity_max,
+        kind=kind,
     )
     devices = find_devices(
         sessions=sessions,
