@@ -283,3 +283,63 @@ def test_a_capacity_with_a_fraction_beyond_float_precision_is_still_refused(
     response = client.post("/devices", headers=headers, content=raw)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"]["field"] == "capacity"
+
+
+# --- kind: production (default) or consumption --------------------------------------------
+
+
+def test_kind_defaults_to_production_and_takes_consumption(client: TestClient, keys: Keys) -> None:
+    plant = client.post("/devices", headers=keys.owner, json=device("plant")).json()
+    assert plant["device"]["kind"] == "production"
+    response = client.post("/devices", headers=keys.owner, json=device("meter", kind="consumption"))
+    assert response.status_code == 201
+    assert response.json()["device"]["kind"] == "consumption"
+    found = client.get("/devices", headers=keys.owner, params={"kind": "consumption"}).json()
+    assert [d["externalId"] for d in found["devices"]] == ["meter"]
+    found = client.get("/devices", headers=keys.owner, params={"kind": "production"}).json()
+    assert [d["externalId"] for d in found["devices"]] == ["plant"]
+    assert len(client.get("/devices", headers=keys.owner).json()["devices"]) == 2
+
+
+@pytest.mark.parametrize("value", ["load", "Production", 1], ids=["word", "case", "number"])
+def test_a_bad_kind_is_refused_naming_the_field_and_the_valid_values(
+    client: TestClient, keys: Keys, value: object
+) -> None:
+    response = client.post("/devices", headers=keys.owner, json=device(kind=value))
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details["field"] == "kind"
+    assert "production, consumption" in details["reason"]
+
+
+def test_a_bad_kind_filter_is_refused(client: TestClient, keys: Keys) -> None:
+    response = client.get("/devices", headers=keys.owner, params={"kind": "load"})
+    assert response.status_code == 422
+
+
+def test_csv_takes_a_kind_column(client: TestClient, keys: Keys) -> None:
+    text = "\n".join(
+        [
+            f"{HEADER},kind",
+            "s-1,P,KEN,ES100,TC110,5000,2023-01-01,true,School,1500,-1.2,36.8,consumption",
+            "s-2,P,KEN,ES100,TC110,5000,2023-01-01,true,School,1500,-1.2,36.8,",
+            "s-3,P,KEN,ES100,TC110,5000,2023-01-01,true,School,1500,-1.2,36.8,meter",
+        ]
+    )
+    results = csv_upload(client, keys.owner, text).json()["results"]
+    assert [(r["status"], r.get("field")) for r in results] == [
+        ("created", None),
+        ("created", None),
+        ("rejected", "kind"),
+    ]
+    assert [r["device"]["kind"] for r in results[:2]] == ["consumption", "production"]
+
+
+def test_a_change_of_kind_is_an_update_with_a_revision(client: TestClient, keys: Keys) -> None:
+    created = client.post("/devices", headers=keys.owner, json=device("m")).json()["device"]
+    again = client.post("/devices", headers=keys.owner, json=device("m", kind="production"))
+    assert again.json()["status"] == "unchanged"
+    changed = client.post("/devices", headers=keys.owner, json=device("m", kind="consumption"))
+    assert changed.json()["status"] == "updated"
+    response = client.get(f"/devices/{created['id']}/revisions", headers=keys.owner)
+    assert [r["kind"] for r in response.json()["revisions"]] == ["production", "consumption"]

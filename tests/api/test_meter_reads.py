@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.readings import EnergyIntervalRow, ReadSubmissionRow
-from granular.domain.energy import MaxEnergyPolicy
+from granular.domain.energy import DeviceProfile, MaxEnergyPolicy, yearly_yield_bound_wh
 from tests.api.conftest import Keys
 from tests.api.test_devices import device
 
@@ -133,17 +133,15 @@ def test_a_changed_value_for_a_stored_read_is_a_conflict(
 
 
 @pytest.mark.parametrize(
-    ("value_wh", "status", "rule"),
-    [
-        (12_000, "accepted", None),
-        (13_000, "rejected", "drec"),
-        (50_001, "rejected", "physical"),
-    ],
-    ids=["under-drec", "over-drec", "over-physical"],
+    ("value_wh", "status"),
+    [(40_000, "accepted"), (50_000, "accepted"), (50_001, "rejected")],
+    ids=["sunny-hour-80-percent", "at-physical", "over-physical"],
 )
-def test_max_energy_rule_is_named_with_its_numbers(
-    client: TestClient, keys: Keys, site: str, value_wh: int, status: str, rule: str | None
+def test_physical_bound_per_interval_is_named_with_its_numbers(
+    client: TestClient, keys: Keys, site: str, value_wh: int, status: str
 ) -> None:
+    """A noon hour at 80 % of nameplate is normal solar data: the yield rule, measured over
+    the trailing year, does not reject it; the physical bound (50 kWh in an hour) does."""
     answer = post(
         client,
         keys,
@@ -153,10 +151,121 @@ def test_max_energy_rule_is_named_with_its_numbers(
         },
     )
     assert statuses(answer) == [status]
-    if rule is not None:
+    if status == "rejected":
         error = answer["reads"][0]["error"]
         assert error["code"] == "energy_exceeds_bound"
-        assert rule in error["message"] and str(value_wh) in error["message"]
+        assert error["details"]["rule"] == "physical"
+        assert (error["details"]["energy_wh"], error["details"]["bound_wh"]) == (50_001, 50_000)
+
+
+SITE = DeviceProfile(
+    "site-1", 50_000, datetime(2024, 3, 1, tzinfo=UTC), yield_kwh_per_kw_year=Decimal(1800)
+)
+
+
+def test_yield_rule_over_the_stored_trailing_year_at_the_bound_and_1wh_over(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    """The year ending 2026-06-01 09:00: a 2-day interval straddling its start counts half
+    (1000 of 2000 Wh), a stored interval inside it counts whole, then one hour is checked
+    in a later request, so the stored year comes from the database."""
+    end = datetime.fromisoformat(hour(9))
+    bound_wh = yearly_yield_bound_wh(SITE, end, MaxEnergyPolicy())
+    assert 100_000_000 < bound_wh < 108_000_000  # 50 kW × 1800 × 1.2 × 0.995^2.25
+    inside_wh = bound_wh - 1000 - 40_000
+    stored = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [
+                {
+                    "starttimestamp": "2025-05-31T09:00:00Z",
+                    "endtimestamp": "2025-06-02T09:00:00Z",
+                    "value": 2000,
+                },
+                {
+                    "starttimestamp": "2025-06-02T09:00:00Z",
+                    "endtimestamp": hour(8),
+                    "value": inside_wh,
+                },
+            ],
+        },
+    )
+    assert statuses(stored) == ["accepted", "accepted"]
+    over = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [{"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 40_001}],
+        },
+    )
+    error = over["reads"][0]["error"]
+    assert error["code"] == "energy_exceeds_bound"
+    assert error["details"] == {
+        "device": "site-1",
+        "energy_wh": bound_wh + 1,
+        "bound_wh": bound_wh,
+        "rule": "drec",
+        "window_start": "2025-06-01T09:00:00+00:00",
+        "window_end": "2026-06-01T09:00:00+00:00",
+        "interval_wh": 40_001,
+    }
+    at = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [{"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 40_000}],
+        },
+    )
+    assert statuses(at) == ["accepted"]
+
+
+def test_a_consumption_meter_is_held_to_its_connection_capacity_only(
+    client: TestClient, keys: Keys
+) -> None:
+    body = device("meter-1", kind="consumption", capacity=1000)
+    assert client.post("/devices", headers=keys.owner, json=body).status_code == 201
+    # A year at 1 kW: 8.76 MWh, over a 1 kW plant's yield bound (about 2.1 MWh).
+    year = {"starttimestamp": "2025-06-01T00:00:00Z", "endtimestamp": hour(0), "value": 8_760_000}
+    answer = post(client, keys, {"type": "history", "reads": [year]}, "meter-1")
+    assert statuses(answer) == ["accepted"]
+    over = {"starttimestamp": hour(0), "endtimestamp": hour(1), "value": 1001}
+    error = post(client, keys, {"type": "history", "reads": [over]}, "meter-1")["reads"][0]
+    assert error["error"]["details"]["rule"] == "physical"
+
+
+def test_a_delta_right_after_history_runs_from_the_history_end(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    """Issue 10: the delta's energy is no longer dropped as a baseline."""
+    history = {"starttimestamp": hour(7), "endtimestamp": hour(8), "value": 3000}
+    post(client, keys, {"type": "history", "reads": [history]})
+    answer = post(
+        client, keys, {"type": "delta", "reads": [{"endtimestamp": hour(9), "value": 4000}]}
+    )
+    assert answer["reads"][0]["interval"] == {
+        "start": "2026-06-01T08:00:00+00:00",
+        "end": "2026-06-01T09:00:00+00:00",
+        "energyWh": 4000,
+    }
+    aggregate = post(
+        client,
+        keys,
+        {
+            "type": "history",
+            "reads": [{"starttimestamp": hour(9), "endtimestamp": hour(10), "value": 1}],
+        },
+    )
+    assert statuses(aggregate) == ["accepted"]
+    total = post(
+        client, keys, {"type": "aggregate", "reads": [{"endtimestamp": hour(11), "value": 500}]}
+    )
+    assert total["reads"][0].get("baselineOnly") is True
+    got = client.get("/meter-reads/site-1", headers=keys.owner, params={"start": hour(0)}).json()
+    assert got["totalWh"] == 7001
 
 
 def test_old_history_is_accepted_with_a_warning(client: TestClient, keys: Keys) -> None:

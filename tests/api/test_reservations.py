@@ -20,7 +20,7 @@ from granular.adapters.db.devices import DeviceRow
 from granular.domain.windows import Frequency
 from granular.errors import GranularError
 from granular.services import reservations as service
-from granular.services.accounts import authenticate
+from granular.services.accounts import authenticate, create_api_key
 from tests.api.conftest import NOW, Clock, Keys
 from tests.api.test_devices import device
 
@@ -87,8 +87,9 @@ def test_create_then_get_round_trip(client: TestClient, keys: Keys, ids: dict[st
         "organizationId": created["organizationId"],
         "status": "live",
         "devices": sorted([ids["site-1"], ids["site-2"]]),
+        "consumptionDevices": [],
         "deviceHistory": [
-            {"deviceId": i, "addedAt": NOW.isoformat(), "releasedAt": None}
+            {"deviceId": i, "kind": "production", "addedAt": NOW.isoformat(), "releasedAt": None}
             for i in sorted([ids["site-1"], ids["site-2"]])
         ],
         "frequency": "monthly",
@@ -820,3 +821,201 @@ def test_two_buyers_racing_for_one_device_never_both_win(
     assert sorted(outcomes) == ["device_already_reserved", "won"]
     listed = client.get("/reservations", headers=keys.viewer).json()["reservations"]
     assert [r["devices"] for r in listed] == [[ids["site-1"]]]
+
+
+# --- consumption devices ------------------------------------------------------------------
+
+
+@pytest.fixture
+def meters(client: TestClient, keys: Keys, sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Consumption meters: two of the buyer's organization ("Buyer Ltd", registered by a
+    device owner of it), one of another organization; and a production device of the
+    buyer's organization."""
+
+    def owner_of(organization: str) -> dict[str, str]:
+        created = create_api_key(
+            sessions=sessions, organization=organization, role="device_owner", label=None, now=NOW
+        )
+        return {"Authorization": f"Bearer {created.key}"}
+
+    buyer_owner = owner_of("Buyer Ltd")
+    found: dict[str, int] = {}
+    for name, headers, kind in (
+        ("meter-1", buyer_owner, "consumption"),
+        ("meter-2", buyer_owner, "consumption"),
+        ("foreign-meter", owner_of("Other Buyer"), "consumption"),
+        ("buyer-plant", buyer_owner, "production"),
+    ):
+        created = client.post("/devices", headers=headers, json=device(name, kind=kind))
+        assert created.status_code == 201, created.text
+        found[name] = created.json()["device"]["id"]
+    return found
+
+
+def test_consumption_devices_are_booked_and_shown_apart(
+    client: TestClient, keys: Keys, ids: dict[str, int], meters: dict[str, int]
+) -> None:
+    created = reserve(client, keys.buyer, [ids["site-1"]], consumptionDevices=[meters["meter-1"]])
+    assert created["devices"] == [ids["site-1"]]
+    assert created["consumptionDevices"] == [meters["meter-1"]]
+    kinds = {h["deviceId"]: h["kind"] for h in created["deviceHistory"]}
+    assert kinds == {ids["site-1"]: "production", meters["meter-1"]: "consumption"}
+    url = f"/reservations/{created['id']}"
+    swapped = client.patch(
+        url,
+        headers=keys.buyer,
+        json={
+            "addConsumptionDevices": [meters["meter-2"]],
+            "removeConsumptionDevices": [meters["meter-1"]],
+        },
+    )
+    assert swapped.status_code == 200, swapped.text
+    assert swapped.json()["consumptionDevices"] == [meters["meter-2"]]
+    assert swapped.json()["devices"] == [ids["site-1"]]
+    got = client.get(url, headers=keys.buyer).json()
+    assert got["consumptionDevices"] == [meters["meter-2"]]
+
+
+def test_consumption_devices_are_exclusive_and_released_like_any_booking(
+    client: TestClient, keys: Keys, ids: dict[str, int], meters: dict[str, int], clock: Clock
+) -> None:
+    first = reserve(client, keys.buyer, [ids["site-1"]], consumptionDevices=[meters["meter-1"]])
+    taken = client.post(
+        "/reservations",
+        headers=keys.buyer,
+        json=body([ids["site-2"]], consumptionDevices=[meters["meter-1"]]),
+    )
+    error = error_of(taken)
+    assert error["code"] == "device_already_reserved"
+    assert error["details"]["device"] == str(meters["meter-1"])
+    removed = client.patch(
+        f"/reservations/{first['id']}",
+        headers=keys.buyer,
+        json={"removeConsumptionDevices": [meters["meter-1"]]},
+    )
+    assert removed.status_code == 200, removed.text
+    later = {"start": "2027-02-01T00:00:00Z", "end": "2027-03-01T00:00:00Z"}
+    clock.now = NOW + TWELVE_HOURS - SECOND
+    soon = client.post(
+        "/reservations",
+        headers=keys.buyer,
+        json=body([ids["site-2"]], consumptionDevices=[meters["meter-1"]], **later),
+    )
+    assert error_of(soon)["code"] == "device_release_cooldown"
+    clock.now = NOW + TWELVE_HOURS
+    reserve(client, keys.buyer, [ids["site-2"]], consumptionDevices=[meters["meter-1"]], **later)
+
+
+@pytest.mark.parametrize(
+    ("field", "device", "code", "request_kind"),
+    [
+        ("devices", "meter-2", "reservation_device_kind_mismatch", "post"),
+        ("consumptionDevices", "site-2", "reservation_device_kind_mismatch", "post"),
+        ("consumptionDevices", "buyer-plant", "reservation_device_kind_mismatch", "post"),
+        ("consumptionDevices", "foreign-meter", "consumption_device_not_owned", "post"),
+        ("consumptionDevices", "missing", "unknown_device", "post"),
+        ("addDevices", "meter-2", "reservation_device_kind_mismatch", "patch"),
+        ("addConsumptionDevices", "site-2", "reservation_device_kind_mismatch", "patch"),
+        ("addConsumptionDevices", "foreign-meter", "consumption_device_not_owned", "patch"),
+        ("addConsumptionDevices", "missing", "unknown_device", "patch"),
+        ("removeConsumptionDevices", "meter-2", "device_not_in_reservation", "patch"),
+        ("removeConsumptionDevices", "site-1", "device_not_in_reservation", "patch"),
+    ],
+    ids=[
+        "meter-as-production",
+        "plant-as-consumption",
+        "own-plant-as-consumption",
+        "foreign-meter",
+        "unknown-meter",
+        "patch-meter-as-production",
+        "patch-plant-as-consumption",
+        "patch-foreign-meter",
+        "patch-unknown-meter",
+        "patch-remove-meter-not-held",
+        "patch-remove-plant-as-consumption",
+    ],
+)
+def test_wrong_devices_are_refused_naming_the_field_and_ids(
+    client: TestClient,
+    keys: Keys,
+    ids: dict[str, int],
+    meters: dict[str, int],
+    field: str,
+    device: str,
+    code: str,
+    request_kind: str,
+) -> None:
+    every = {**ids, **meters, "missing": max([*ids.values(), *meters.values()]) + 100}
+    offending = every[device]
+    if request_kind == "post":
+        payload = body([ids["site-1"]], consumptionDevices=[meters["meter-1"]])
+        if field == "devices":
+            payload["devices"] = [ids["site-1"], offending]
+        else:
+            payload["consumptionDevices"] = [meters["meter-1"], offending]
+        response = client.post("/reservations", headers=keys.buyer, json=payload)
+        assert client.get("/reservations", headers=keys.buyer).json()["reservations"] == []
+    else:
+        created = reserve(
+            client, keys.buyer, [ids["site-1"]], consumptionDevices=[meters["meter-1"]]
+        )
+        response = client.patch(
+            f"/reservations/{created['id']}", headers=keys.buyer, json={field: [offending]}
+        )
+        got = client.get(f"/reservations/{created['id']}", headers=keys.buyer).json()
+        assert got == created
+    error = error_of(response)
+    assert error["code"] == code
+    assert error["details"]["field"] == field
+    assert error["details"]["value"] == [offending]
+
+
+def test_a_reservation_needs_a_production_device(
+    client: TestClient, keys: Keys, ids: dict[str, int], meters: dict[str, int]
+) -> None:
+    only_meters = client.post(
+        "/reservations", headers=keys.buyer, json=body([], consumptionDevices=[meters["meter-1"]])
+    )
+    assert error_of(only_meters)["code"] == "reservation_without_devices"
+    created = reserve(client, keys.buyer, [ids["site-1"]], consumptionDevices=[meters["meter-1"]])
+    emptied = client.patch(
+        f"/reservations/{created['id']}",
+        headers=keys.buyer,
+        json={"removeDevices": [ids["site-1"]]},
+    )
+    assert error_of(emptied)["code"] == "reservation_without_devices"
+
+
+def test_requested_volume_counts_production_only(
+    client: TestClient,
+    keys: Keys,
+    ids: dict[str, int],
+    meters: dict[str, int],
+    sessions: sessionmaker[Session],
+) -> None:
+    """Consumption energy is not energy requested for issuance."""
+    created = reserve(
+        client,
+        keys.buyer,
+        [ids["site-1"]],
+        consumptionDevices=[meters["meter-1"]],
+        start="2026-06-01T00:00:00Z",
+    )
+    hour = {"starttimestamp": "2026-06-01T08:00:00Z", "endtimestamp": "2026-06-01T09:00:00Z"}
+    sent = client.post(
+        "/meter-reads/site-1",
+        headers=keys.owner,
+        json={"type": "history", "reads": [{**hour, "value": 700}]},
+    )
+    assert sent.json()["summary"]["accepted"] == 1
+    meter_owner = create_api_key(
+        sessions=sessions, organization="Buyer Ltd", role="device_owner", label=None, now=NOW
+    )
+    consumed = client.post(
+        "/meter-reads/meter-1",
+        headers={"Authorization": f"Bearer {meter_owner.key}"},
+        json={"type": "history", "reads": [{**hour, "value": 300}]},
+    )
+    assert consumed.json()["summary"]["accepted"] == 1
+    got = client.get(f"/reservations/{created['id']}", headers=keys.buyer).json()
+    assert got["volumes"]["requestedWh"] == 700

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from granular.domain.devices import DeviceKind
 from granular.domain.energy import (
     CapacityNotPositive,
     DeviceProfile,
@@ -18,25 +20,37 @@ from granular.domain.energy import (
     InvalidMaxEnergyPolicy,
     MaxEnergyPolicy,
     MaxEnergyRule,
+    TrailingYear,
+    TrailingYearNotCovered,
     check_max_energy,
     device_age_years,
-    drec_bound_wh,
     physical_bound_wh,
+    share_wh,
+    yearly_yield_bound_wh,
 )
 from granular.domain.units import NaiveTimestamp, NegativeValue
 from granular.errors import ConfigurationError, ValidationError
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 YEAR = timedelta(days=365)
 PHYSICAL = MaxEnergyPolicy(name=MaxEnergyRule.PHYSICAL)
 DREC = MaxEnergyPolicy()
 
 
 def device(
-    capacity_w: int = 8760, commissioned: datetime = T0, yield_: Decimal | None = Decimal(1000)
+    capacity_w: int = 8760,
+    commissioned: datetime = T0,
+    yield_: Decimal | None = Decimal(1000),
+    kind: DeviceKind = DeviceKind.PRODUCTION,
 ) -> DeviceProfile:
-    return DeviceProfile("dev-1", capacity_w, commissioned, yield_)
+    return DeviceProfile("dev-1", capacity_w, commissioned, yield_, kind)
+
+
+def check(item: EnergyInterval, profile: DeviceProfile, policy: MaxEnergyPolicy) -> None:
+    """`check_max_energy` with nothing stored: the interval is the whole trailing year."""
+    check_max_energy(item, profile, policy, TrailingYear.nothing_stored())
 
 
 def interval(energy_wh: int, duration: timedelta = HOUR, start: datetime = T0) -> EnergyInterval:
@@ -56,14 +70,16 @@ def interval(energy_wh: int, duration: timedelta = HOUR, start: datetime = T0) -
     ],
     ids=["1kW-1h", "1kW-36s", "1kW-1s-floor-0", "7W-30min-floor"],
 )
+@pytest.mark.parametrize("kind", list(DeviceKind), ids=[k.value for k in DeviceKind])
 def test_physical_bound_exactly_at_it_accepted_and_1wh_over_rejected(
-    capacity_w: int, duration: timedelta, bound_wh: int
+    capacity_w: int, duration: timedelta, bound_wh: int, kind: DeviceKind
 ) -> None:
-    profile = device(capacity_w)
+    """For a consumption meter the capacity is its connection capacity: the same bound."""
+    profile = device(capacity_w, kind=kind)
     assert physical_bound_wh(capacity_w, T0, T0 + duration) == bound_wh
-    check_max_energy(interval(bound_wh, duration), profile, PHYSICAL)
+    check(interval(bound_wh, duration), profile, PHYSICAL)
     with pytest.raises(EnergyExceedsBound) as raised:
-        check_max_energy(interval(bound_wh + 1, duration), profile, PHYSICAL)
+        check(interval(bound_wh + 1, duration), profile, PHYSICAL)
     error = raised.value
     assert (error.energy_wh, error.bound_wh, error.rule) == (bound_wh + 1, bound_wh, "physical")
     assert error.code == "energy_exceeds_bound"
@@ -71,49 +87,101 @@ def test_physical_bound_exactly_at_it_accepted_and_1wh_over_rejected(
     assert error.details["bound_wh"] == bound_wh
 
 
-def test_physical_bound_applies_even_when_drec_would_allow_more() -> None:
-    generous = device(capacity_w=1000, yield_=Decimal(8760 * 2))  # D-REC bound 2400 Wh in 1 h
-    assert drec_bound_wh(generous, T0, T0 + HOUR, DREC) == 2400
-    check_max_energy(interval(1000), generous, DREC)
+def test_physical_bound_applies_even_when_the_year_allows_more() -> None:
+    profile = device(capacity_w=1000)  # yield bound 1,200,000 Wh a year
+    check(interval(1000), profile, DREC)
     with pytest.raises(EnergyExceedsBound) as raised:
-        check_max_energy(interval(1001), generous, DREC)
+        check(interval(1001), profile, DREC)
     assert raised.value.rule == "physical"
 
 
-def test_physical_policy_does_not_apply_the_drec_rule() -> None:
-    profile = device()  # D-REC 1200 Wh/h, physical 8760 Wh/h
-    check_max_energy(interval(8760), profile, PHYSICAL)
-    with pytest.raises(EnergyExceedsBound):
-        check_max_energy(interval(8760), profile, DREC)
-
-
-# --- D-REC yield rule ---------------------------------------------------------------------
-# capacity 8760 W, 1 h, yield 1000 kWh/kW/yr: 8760 × 1 × 1000 / 8760 = 1000 Wh before
-# degradation and margin; × 1.2 margin = 1200 Wh at age 0.
+# --- D-REC yield rule over the trailing year ----------------------------------------------
+# capacity 1000 W, yield 1000 kWh/kW/yr: 1,000,000 Wh a year before degradation and margin;
+# × 1.2 margin = 1,200,000 Wh at age 0.
 
 
 @pytest.mark.parametrize(
-    ("age", "duration", "yield_", "bound_wh"),
+    ("age", "yield_", "bound_wh"),
     [
-        (timedelta(0), HOUR, Decimal(1000), 1200),
-        (YEAR, HOUR, Decimal(1000), 1194),  # × 0.995
-        (2 * YEAR, HOUR, Decimal(1000), 1188),  # 1188.03
-        (YEAR / 2, HOUR, Decimal(1000), 1196),  # × 0.995^0.5 = 1196.996…
-        (timedelta(0), 2 * HOUR, Decimal(1000), 2400),
-        (timedelta(0), HOUR, None, 1800),  # device has no yield: policy default 1500
-        (-YEAR, HOUR, Decimal(1000), 1200),  # before commissioning: age 0
+        (timedelta(0), Decimal(1000), 1_200_000),
+        (YEAR, Decimal(1000), 1_194_000),  # × 0.995
+        (2 * YEAR, Decimal(1000), 1_188_030),  # × 0.995²
+        (YEAR / 2, Decimal(1000), 1_196_996),  # × 0.995^0.5 = 1,196,996.87…
+        (timedelta(0), None, 1_800_000),  # device has no yield: policy default 1500
+        (-YEAR, Decimal(1000), 1_200_000),  # before commissioning: age 0
     ],
-    ids=["age-0", "age-1y", "age-2y", "age-half-year", "2h", "default-yield", "pre-commissioning"],
+    ids=["age-0", "age-1y", "age-2y", "age-half-year", "default-yield", "pre-commissioning"],
 )
-def test_drec_bound_exactly_at_it_accepted_and_1wh_over_rejected(
-    age: timedelta, duration: timedelta, yield_: Decimal | None, bound_wh: int
+def test_yield_bound_over_a_year_exactly_at_it_accepted_and_1wh_over_rejected(
+    age: timedelta, yield_: Decimal | None, bound_wh: int
 ) -> None:
-    profile = device(commissioned=T0 - age, yield_=yield_)
-    assert drec_bound_wh(profile, T0, T0 + duration, DREC) == bound_wh
-    check_max_energy(interval(bound_wh, duration), profile, DREC)
+    """Age is measured at the new interval's end; one interval of exactly a year."""
+    end = T0 + YEAR
+    profile = device(1000, commissioned=end - age, yield_=yield_)
+    assert yearly_yield_bound_wh(profile, end, DREC) == bound_wh
+    check(interval(bound_wh, YEAR), profile, DREC)
     with pytest.raises(EnergyExceedsBound) as raised:
-        check_max_energy(interval(bound_wh + 1, duration), profile, DREC)
-    assert (raised.value.bound_wh, raised.value.rule) == (bound_wh, "drec")
+        check(interval(bound_wh + 1, YEAR), profile, DREC)
+    error = raised.value
+    assert (error.energy_wh, error.bound_wh, error.rule) == (bound_wh + 1, bound_wh, "drec")
+    assert error.window == (end - YEAR, end)
+    assert error.details["window_end"] == end.isoformat()
+    assert "in the 365 days" in str(error) and f"bound of {bound_wh} Wh" in str(error)
+
+
+def test_a_sunny_hour_passes_alone_but_not_on_top_of_a_full_year() -> None:
+    """50 kW, yield 1500: a noon hour at 80 % of nameplate is 40 kWh, far over a year's
+    bound spread per hour (about 12.3 kWh) and accepted; on top of a year already at the
+    bound it is rejected, and exactly at the bound it is accepted."""
+    profile = DeviceProfile("solar", 50_000, T0 - 10 * YEAR)
+    noon = interval(40_000, HOUR, start=T0 + YEAR)
+    end = noon.end
+    bound_wh = yearly_yield_bound_wh(profile, end, DREC)
+    check_max_energy(noon, profile, DREC, TrailingYear.nothing_stored())
+
+    def year_before(energy_wh: int) -> TrailingYear:
+        stored = EnergyInterval("solar", end - YEAR, noon.start, energy_wh)
+        return TrailingYear(covers=(end, end), intervals=[stored])
+
+    check_max_energy(noon, profile, DREC, year_before(bound_wh - 40_000))
+    with pytest.raises(EnergyExceedsBound) as raised:
+        check_max_energy(noon, profile, DREC, year_before(bound_wh - 40_000 + 1))
+    error = raised.value
+    assert (error.energy_wh, error.bound_wh, error.interval_wh) == (bound_wh + 1, bound_wh, 40_000)
+
+
+def test_the_physical_policy_and_consumption_meters_skip_the_yield_rule() -> None:
+    end = T0 + YEAR
+    full = TrailingYear(
+        covers=(end, end), intervals=[EnergyInterval("dev-1", end - YEAR, end - HOUR, 10**9)]
+    )
+    last_hour = interval(1000, HOUR, start=end - HOUR)
+    with pytest.raises(EnergyExceedsBound):
+        check_max_energy(last_hour, device(1000), DREC, full)
+    check_max_energy(last_hour, device(1000), PHYSICAL, full)
+    check_max_energy(last_hour, device(1000, kind=DeviceKind.CONSUMPTION), DREC, full)
+
+
+def test_an_interval_starting_before_the_window_counts_by_its_share() -> None:
+    end = T0 + YEAR
+    straddling = EnergyInterval("dev-1", end - YEAR - 10 * DAY, end - YEAR + 10 * DAY, 2001)
+    year = TrailingYear(covers=(end, end), intervals=[straddling])
+    assert year.energy_wh(end) == 1000  # half of 2001, rounded down
+    assert share_wh(straddling, end - YEAR, end) == 1000
+    # The new interval itself, longer than a year, also counts by its share.
+    two_years = EnergyInterval("dev-1", end - 2 * YEAR, end, 2_400_001)
+    assert share_wh(two_years, end - YEAR, end) == 1_200_000
+    check_max_energy(two_years, device(1000, commissioned=end), DREC, TrailingYear.nothing_stored())
+
+
+def test_drec_bound_is_positive_in_the_first_year_and_shrinks_with_age() -> None:
+    """The literal `capacity × hours × age × degradation × yield` fails both of these."""
+    bounds = [
+        yearly_yield_bound_wh(device(1000, commissioned=T0 - n * YEAR), T0, DREC)
+        for n in (0, 10, 30)
+    ]
+    assert bounds[0] == 1_200_000
+    assert bounds[0] > bounds[1] > bounds[2] > 0
 
 
 def test_drec_parameters_are_configurable() -> None:
@@ -122,23 +190,8 @@ def test_drec_parameters_are_configurable() -> None:
         degradation_per_year=Decimal("0.1"),
         margin=Decimal(0),
     )
-    profile = device(commissioned=T0 - YEAR, yield_=None)
-    assert drec_bound_wh(profile, T0, T0 + HOUR, policy) == 1800  # 2000 × 0.9
-
-
-def test_drec_bound_is_positive_in_the_first_year_and_shrinks_with_age() -> None:
-    """The literal `capacity × hours × age × degradation × yield` fails both of these."""
-    bounds = [
-        drec_bound_wh(device(commissioned=T0 - n * YEAR), T0, T0 + HOUR, DREC) for n in (0, 10, 30)
-    ]
-    assert bounds[0] == 1200
-    assert bounds[0] > bounds[1] > bounds[2] > 0
-
-
-def test_drec_bound_is_measured_over_the_interval_not_since_onboarding() -> None:
-    old_device = device(commissioned=T0 - 5 * YEAR)
-    one_hour = drec_bound_wh(old_device, T0, T0 + HOUR, DREC)
-    assert drec_bound_wh(old_device, T0, T0 + 2 * HOUR, DREC) in (2 * one_hour, 2 * one_hour + 1)
+    profile = device(1000, commissioned=T0 - YEAR, yield_=None)
+    assert yearly_yield_bound_wh(profile, T0, policy) == 1_800_000  # 2000 × 1000 × 0.9
 
 
 def test_device_age_is_in_years_of_365_days() -> None:
@@ -147,9 +200,16 @@ def test_device_age_is_in_years_of_365_days() -> None:
     assert device_age_years(T0, T0 - HOUR) == 0
 
 
+def test_a_trailing_year_refuses_an_end_it_was_not_loaded_for() -> None:
+    year = TrailingYear(covers=(T0, T0 + HOUR))
+    assert year.energy_wh(T0 + HOUR) == 0
+    with pytest.raises(TrailingYearNotCovered):
+        year.energy_wh(T0 + 2 * HOUR)
+
+
 @given(
     capacity_w=st.integers(1, 10**9),
-    duration_s=st.integers(1, 400 * 86400),
+    duration_s=st.integers(1, 365 * 86400),
     age_s=st.integers(-86400, 40 * 365 * 86400),
     yield_=st.integers(1, 20000),
 )
@@ -157,13 +217,58 @@ def test_device_age_is_in_years_of_365_days() -> None:
 def test_check_agrees_with_the_bound_exactly(
     capacity_w: int, duration_s: int, age_s: int, yield_: int
 ) -> None:
-    """The fast path never accepts above, nor rejects at, the exact D-REC bound."""
-    profile = device(capacity_w, T0 - timedelta(seconds=age_s), Decimal(yield_))
+    """The fast path never accepts above, nor rejects at, the exact bound."""
     end = T0 + timedelta(seconds=duration_s)
-    bound_wh = min(drec_bound_wh(profile, T0, end, DREC), physical_bound_wh(capacity_w, T0, end))
-    check_max_energy(EnergyInterval("dev-1", T0, end, bound_wh), profile, DREC)
+    profile = device(capacity_w, end - timedelta(seconds=age_s), Decimal(yield_))
+    bound_wh = min(
+        yearly_yield_bound_wh(profile, end, DREC), physical_bound_wh(capacity_w, T0, end)
+    )
+    check(EnergyInterval("dev-1", T0, end, bound_wh), profile, DREC)
     with pytest.raises(EnergyExceedsBound):
-        check_max_energy(EnergyInterval("dev-1", T0, end, bound_wh + 1), profile, DREC)
+        check(EnergyInterval("dev-1", T0, end, bound_wh + 1), profile, DREC)
+
+
+@st.composite
+def stored_and_ends(
+    draw: st.DrawFn,
+) -> tuple[list[EnergyInterval], list[EnergyInterval], datetime, datetime]:
+    """Non-overlapping intervals on a day grid over three years, split into stored and
+    added-later, and a request's first and last end."""
+    cuts = sorted(draw(st.sets(st.integers(0, 3 * 365), min_size=2, max_size=40)))
+    intervals = [
+        EnergyInterval("dev-1", T0 + a * DAY, T0 + b * DAY, draw(st.integers(0, 10**6)))
+        for a, b in pairwise(cuts)
+        if draw(st.booleans())
+    ]
+    added = [i for i in intervals if draw(st.booleans())]
+    stored = [i for i in intervals if i not in added]
+    first, last = sorted(draw(st.integers(0, 3 * 365)) for _ in range(2))
+    return stored, added, T0 + first * DAY, T0 + last * DAY
+
+
+@given(stored_and_ends(), st.data())
+@settings(max_examples=300, deadline=None)
+def test_trailing_year_equals_summing_every_share(
+    case: tuple[list[EnergyInterval], list[EnergyInterval], datetime, datetime],
+    data: st.DataObject,
+) -> None:
+    """Loaded as the storage layer does (a summed core, the rest as intervals), plus what
+    the request adds, the trailing year of any covered end is the sum of all shares."""
+    stored, added, first_end, last_end = case
+    core_start, core_end = TrailingYear.core(first_end, last_end)
+    inside = [i for i in stored if core_start <= i.start and i.end <= core_end]
+    edges = [
+        i for i in stored if i not in inside and i.start < last_end and i.end > first_end - YEAR
+    ]
+    year = TrailingYear(
+        covers=(first_end, last_end), core_wh=sum(i.energy_wh for i in inside), intervals=edges
+    )
+    for item in added:
+        year.add(item)
+    days = (last_end - first_end) // DAY
+    end = first_end + data.draw(st.integers(0, days)) * DAY
+    expected = sum(share_wh(i, end - YEAR, end) for i in stored + added)
+    assert year.energy_wh(end) == expected
 
 
 # --- values and configuration -------------------------------------------------------------

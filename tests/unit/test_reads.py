@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import reduce
@@ -11,12 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from granular.domain.devices import DeviceKind
 from granular.domain.energy import (
     DeviceProfile,
     EnergyExceedsBound,
     EnergyInterval,
     MaxEnergyPolicy,
     MaxEnergyRule,
+    TrailingYear,
+    yearly_yield_bound_wh,
 )
 from granular.domain.reads import (
     AggregateDecreased,
@@ -237,6 +241,7 @@ def run(
     *,
     state: DeviceReadState | None = None,
     recorded: RecordedReads | None = None,
+    year: TrailingYear | None = None,
     device: DeviceProfile = DEVICE,
     policy: MaxEnergyPolicy = PHYSICAL,
     now: datetime = NOW,
@@ -246,6 +251,7 @@ def run(
         device=device,
         state=state or DeviceReadState(),
         recorded=recorded or InMemoryRecordedReads(),
+        year=year or TrailingYear.nothing_stored(),
         policy=policy,
         now=now,
     )
@@ -254,7 +260,8 @@ def run(
 def then(batch: ReadBatch, reads: Sequence[RawRead], **kwargs: object) -> ReadBatch:
     """Run `reads` as the next request, after `batch` was stored."""
     recorded = InMemoryRecordedReads(batch.accepted_reads, batch.intervals)
-    return run(reads, state=batch.state, recorded=recorded, **kwargs)  # type: ignore[arg-type]
+    year = TrailingYear(covers=None, intervals=batch.intervals)
+    return run(reads, state=batch.state, recorded=recorded, year=year, **kwargs)  # type: ignore[arg-type]
 
 
 def statuses(batch: ReadBatch) -> list[str]:
@@ -380,7 +387,8 @@ def test_after_a_long_gap_a_history_read_lets_the_series_restart() -> None:
     recovered = then(
         stored, [hist(T0 - 2 * HOUR, T0, 7), delta(T0 + HOUR, 5), delta(T0 + 2 * HOUR, 6)]
     )
-    assert energies(recovered) == [7, None, 6]
+    # The delta after the history runs from the history's end (issue 10).
+    assert energies(recovered) == [7, 5, 6]
 
 
 # --- ordering, duplicates, conflicts ------------------------------------------------------
@@ -489,18 +497,47 @@ def test_switch_through_history_resets_the_baseline() -> None:
     assert energies(batch) == [None, 10, 20, None, 40]
 
 
-def test_history_to_delta_sets_a_new_baseline() -> None:
+def test_a_delta_right_after_history_runs_from_the_history_end() -> None:
+    """Issue 10: the delta is the energy since the previous read, whose end is known."""
     batch = run([hist(T0, T0 + HOUR, 20), delta(T0 + 2 * HOUR, 30), delta(T0 + 3 * HOUR, 5)])
+    assert statuses(batch) == ["accepted"] * 3
+    assert batch.intervals == (
+        EnergyInterval("dev-1", T0, T0 + HOUR, 20),
+        EnergyInterval("dev-1", T0 + HOUR, T0 + 2 * HOUR, 30),
+        EnergyInterval("dev-1", T0 + 2 * HOUR, T0 + 3 * HOUR, 5),
+    )
+
+
+def test_a_delta_after_history_in_an_earlier_request_runs_from_the_history_end() -> None:
+    stored = run([delta(T0 - 2 * HOUR, 0), hist(T0 - 2 * HOUR, T0, 20)])
+    assert stored.state.baseline_kind is None
+    batch = then(stored, [delta(T0 + HOUR, 7)])
+    assert batch.intervals == (EnergyInterval("dev-1", T0, T0 + HOUR, 7),)
+
+
+def test_an_aggregate_after_history_still_only_sets_a_baseline() -> None:
+    batch = run([hist(T0, T0 + HOUR, 20), agg(T0 + 2 * HOUR, 30), agg(T0 + 3 * HOUR, 35)])
     assert energies(batch) == [20, None, 5]
+    assert batch.outcomes[1].baseline_only
 
 
-@pytest.mark.parametrize("kind", [ReadKind.DELTA, ReadKind.AGGREGATE], ids=["delta", "aggregate"])
-def test_baseline_exactly_at_the_history_end_makes_a_seamless_switch(kind: ReadKind) -> None:
-    batch = run([hist(T0 - HOUR, T0, 20), RawRead(kind, T0, 500), RawRead(kind, T0 + HOUR, 530)])
-    expected = 30 if kind is ReadKind.AGGREGATE else 530
+def test_a_delta_ending_exactly_at_the_history_end_is_refused() -> None:
+    batch = run([hist(T0 - HOUR, T0, 20), delta(T0, 500)])
+    error = error_of(batch, 1)
+    assert isinstance(error, ReadEndNotAfterPrevious)
+    assert error.previous_end == T0
+
+
+def test_a_delta_after_history_obeys_the_365_day_gap() -> None:
+    batch = run([hist(T0 - HOUR, T0, 20), delta(T0 + 366 * 24 * HOUR, 5)], now=NOW_FAR)
+    assert isinstance(error_of(batch, 1), ReadGapTooLong)
+
+
+def test_an_aggregate_exactly_at_the_history_end_makes_a_seamless_switch() -> None:
+    batch = run([hist(T0 - HOUR, T0, 20), agg(T0, 500), agg(T0 + HOUR, 530)])
     assert batch.intervals == (
         EnergyInterval("dev-1", T0 - HOUR, T0, 20),
-        EnergyInterval("dev-1", T0, T0 + HOUR, expected),
+        EnergyInterval("dev-1", T0, T0 + HOUR, 30),
     )
 
 
@@ -671,15 +708,21 @@ SMALL = DeviceProfile(
 )
 
 
-@pytest.mark.parametrize(
-    ("policy", "bound_wh", "rule"),
-    [(PHYSICAL, 8760, "physical"), (MaxEnergyPolicy(), 1200, "drec")],
-    ids=["physical", "drec"],
+DREC = MaxEnergyPolicy()
+DAY = timedelta(days=1)
+Y0 = datetime(2024, 1, 1, tzinfo=UTC)  # a year that ends before NOW
+YEARLY = DeviceProfile(
+    "dev-1", capacity_w=8760, commissioning_date=Y0, yield_kwh_per_kw_year=Decimal(1000)
 )
+
+
+@pytest.mark.parametrize("policy", [PHYSICAL, DREC], ids=["physical-policy", "drec-policy"])
 @pytest.mark.parametrize("kind", list(ReadKind), ids=[k.value for k in ReadKind])
-def test_every_interval_is_checked_exactly_at_the_bound_and_1wh_over(
-    kind: ReadKind, policy: MaxEnergyPolicy, bound_wh: int, rule: str
+def test_every_interval_is_checked_at_the_physical_bound_and_1wh_over(
+    kind: ReadKind, policy: MaxEnergyPolicy
 ) -> None:
+    bound_wh = 8760  # 8760 W for one hour
+
     def reads(energy_wh: int) -> list[RawRead]:
         if kind is ReadKind.HISTORY:
             return [hist(T0, T0 + HOUR, energy_wh)]
@@ -693,18 +736,69 @@ def test_every_interval_is_checked_exactly_at_the_bound_and_1wh_over(
     over = run(reads(bound_wh + 1), device=SMALL, policy=policy)
     error = error_of(over, len(over.outcomes) - 1)
     assert isinstance(error, EnergyExceedsBound)
-    assert (error.energy_wh, error.bound_wh, error.rule) == (bound_wh + 1, bound_wh, rule)
+    assert (error.energy_wh, error.bound_wh, error.rule) == (bound_wh + 1, bound_wh, "physical")
 
 
-def test_bound_is_over_the_interval_since_the_previous_read() -> None:
-    # A 1200 Wh/h D-REC bound: 2 h since the previous read allow 2400 Wh, not 1200 Wh,
-    # and not everything since commissioning.
+def test_a_sunny_hour_at_80_percent_of_nameplate_is_accepted() -> None:
+    """The reason the yield rule is measured over a year: per hour it rejected this."""
+    solar = DeviceProfile("solar", 50_000, T0 - 5 * 365 * DAY)
     batch = run(
-        [delta(T0, 0), delta(T0 + 2 * HOUR, 2400), delta(T0 + 3 * HOUR, 1201)],
-        device=SMALL,
-        policy=MaxEnergyPolicy(),
+        [delta(T0, 0)] + [delta(T0 + n * HOUR, 40_000) for n in (1, 2, 3)],
+        device=solar,
+        policy=DREC,
     )
-    assert statuses(batch) == ["accepted", "accepted", "rejected"]
+    assert statuses(batch) == ["accepted"] * 4
+
+
+def year_of_reads(kind: ReadKind, last_wh: int) -> list[RawRead]:
+    """364 days then one day, the year ending at Y0 + 365 d: the yield bound of YEARLY
+    there is `YEAR_BOUND_WH`; the first read brings it to 100 Wh under."""
+    first_wh = YEAR_BOUND_WH - 100
+    if kind is ReadKind.HISTORY:
+        return [hist(Y0, Y0 + 364 * DAY, first_wh), hist(Y0 + 364 * DAY, Y0 + 365 * DAY, last_wh)]
+    if kind is ReadKind.DELTA:
+        return [delta(Y0, 0), delta(Y0 + 364 * DAY, first_wh), delta(Y0 + 365 * DAY, last_wh)]
+    return [agg(Y0, 0), agg(Y0 + 364 * DAY, first_wh), agg(Y0 + 365 * DAY, first_wh + last_wh)]
+
+
+YEAR_BOUND_WH = 10_459_440  # 8760 W × 1000 Wh/W × 1.2 × 0.995 (one year old at the end)
+
+
+@pytest.mark.parametrize("kind", list(ReadKind), ids=[k.value for k in ReadKind])
+def test_yield_rule_counts_intervals_accepted_earlier_in_the_request(kind: ReadKind) -> None:
+    assert yearly_yield_bound_wh(YEARLY, Y0 + 365 * DAY, DREC) == YEAR_BOUND_WH
+    at = run(year_of_reads(kind, 100), device=YEARLY, policy=DREC)
+    assert set(statuses(at)) == {"accepted"}
+    over = run(year_of_reads(kind, 101), device=YEARLY, policy=DREC)
+    error = error_of(over, len(over.outcomes) - 1)
+    assert isinstance(error, EnergyExceedsBound)
+    assert (error.energy_wh, error.bound_wh, error.rule) == (
+        YEAR_BOUND_WH + 1,
+        YEAR_BOUND_WH,
+        "drec",
+    )
+    assert error.interval_wh == 101
+    # Under the physical policy the same year passes.
+    assert set(statuses(run(year_of_reads(kind, 101), device=YEARLY))) == {"accepted"}
+
+
+def test_yield_rule_counts_stored_intervals_of_the_trailing_year() -> None:
+    reads = year_of_reads(ReadKind.DELTA, 101)
+    stored = run(reads[:2], device=YEARLY, policy=DREC)
+    assert isinstance(
+        error_of(then(stored, reads[2:], device=YEARLY, policy=DREC), 0), EnergyExceedsBound
+    )
+    # Without the stored year (an empty `TrailingYear`) it would have passed.
+    alone = run(reads[2:], state=stored.state, device=YEARLY, policy=DREC)
+    assert statuses(alone) == ["accepted"]
+
+
+def test_a_consumption_meter_gets_the_physical_bound_only() -> None:
+    meter = replace(YEARLY, kind=DeviceKind.CONSUMPTION)
+    batch = run(year_of_reads(ReadKind.DELTA, 101), device=meter, policy=DREC)
+    assert set(statuses(batch)) == {"accepted"}
+    over = run([delta(Y0, 0), delta(Y0 + HOUR, 8761)], device=meter, policy=DREC)
+    assert error_of(over, 1).details["rule"] == "physical"
 
 
 # --- properties ---------------------------------------------------------------------------

@@ -9,13 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from granular.domain.devices import DeviceKind
 from granular.domain.reservations import (
     AuthorityToExceedNotBool,
+    ConsumptionDeviceNotOwned,
     DeviceAlreadyReserved,
     DeviceBooking,
     DevicePeriodAlreadyReserved,
     DeviceReleaseCooldown,
     InvalidEnergyAmount,
+    ReservationDeviceKindMismatch,
     ReservationEnded,
     ReservationEndNotAfterStart,
     ReservationFrequencyFixed,
@@ -24,6 +27,7 @@ from granular.domain.reservations import (
     TargetSplit,
     TargetVolumeNotPositive,
     apply_target,
+    check_device_kinds,
     earliest_allowed,
     validate_reservation,
     validate_reservation_update,
@@ -351,3 +355,39 @@ def test_apply_target_conserves_energy_and_never_exceeds_without_authority(
         assert issued + issue_wh <= target
         assert leftover_wh == 0 or issued + issue_wh == target
     assert reached == (issued < target <= issued + energy)
+
+
+# --- device kinds -------------------------------------------------------------------------
+
+
+def test_device_kinds_name_the_field_and_every_offending_id() -> None:
+    found = {
+        1: (7, DeviceKind.PRODUCTION),
+        2: (7, DeviceKind.CONSUMPTION),
+        3: (7, DeviceKind.CONSUMPTION),
+        4: (8, DeviceKind.CONSUMPTION),
+        5: (9, DeviceKind.PRODUCTION),
+    }
+
+    def check(production: set[int], consumption: set[int]) -> None:
+        check_device_kinds(
+            production=("devices", production),
+            consumption=("consumptionDevices", consumption),
+            found=found,
+            buyer_organization_id=7,
+        )
+
+    check({1, 5, 99}, {2, 3})  # another organization's plant is fine; 99 is not found here
+    with pytest.raises(ReservationDeviceKindMismatch) as raised:
+        check({1, 2, 3}, set())
+    assert raised.value.details == {
+        "field": "devices",
+        "value": [2, 3],
+        "rule": "kind production",
+    }
+    with pytest.raises(ReservationDeviceKindMismatch) as raised:
+        check({1}, {2, 5})
+    assert (raised.value.field, raised.value.device_ids) == ("consumptionDevices", [5])
+    with pytest.raises(ConsumptionDeviceNotOwned) as not_owned:
+        check({1}, {2, 4})
+    assert (not_owned.value.field, not_owned.value.device_ids) == ("consumptionDevices", [4])

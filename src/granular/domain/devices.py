@@ -67,6 +67,7 @@ COLUMNS = {
     "latitude": "latitude",
     "longitude": "longitude",
     "description": "description",
+    "kind": "kind",
 }
 # The columns of the D-REC device file that are not above (DREC_HEADER lists them all).
 DREC_COLUMNS = {
@@ -156,6 +157,7 @@ class DeviceSpec:
     sdg_benefits: int = 0
     impact_story: str | None = None
     images: tuple[str, ...] = ()
+    kind: DeviceKind = DeviceKind.PRODUCTION
 
     def as_columns(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -268,6 +270,19 @@ def _bool(field: str, value: object) -> bool:
     raise DeviceFieldInvalid(field, value, "must be true or false")
 
 
+def _kind(value: object) -> DeviceKind:
+    """`kind`: production (the default when blank) or consumption."""
+    if _blank(value):
+        return DeviceKind.PRODUCTION
+    valid = ", ".join(kind.value for kind in DeviceKind)
+    if not isinstance(value, str):
+        raise DeviceFieldInvalid("kind", value, f"must be one of {valid}")
+    try:
+        return DeviceKind(_text("kind", value))
+    except ValueError:
+        raise DeviceFieldInvalid("kind", value, f"must be one of {valid}") from None
+
+
 def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
     """A DeviceSpec from D-REC columns, or DeviceFieldInvalid naming field, value and rule."""
     for name in raw:
@@ -317,6 +332,7 @@ def parse_device(raw: Mapping[str, object], *, now: datetime) -> DeviceSpec:
         if _blank(description)
         else _text("description", description, max_length=2000),
         **drec_fields(raw),
+        kind=_kind(raw.get("kind")),
     )
 
 

@@ -29,21 +29,25 @@ Rules, in the order they are checked:
    with the warning ``history_older_than_3_years``;
 5. delta/aggregate: ``end`` not before commissioning; no direct switch between delta and
    aggregate (either may follow or precede history). If the latest recorded end (the
-   *frontier*) was set by a read of the same kind (the *baseline*), ``end`` must be after
-   it and the read makes ``[frontier, end)``, which may span at most 365 days (exactly
-   365 is accepted); aggregates must not decrease. Otherwise the read only sets the
-   baseline, and ``end`` must not be before the frontier;
-6. every interval passes the max-energy check (`granular.domain.energy`).
+   *frontier*) was set by a read of the same kind (the *baseline*), or it is a delta and
+   a history read set the frontier, ``end`` must be after it and the read makes
+   ``[frontier, end)``, which may span at most 365 days (exactly 365 is accepted);
+   aggregates must not decrease. Otherwise the read only sets the baseline, and ``end``
+   must not be before the frontier;
+6. every interval passes the max-energy check (`granular.domain.energy`): the physical
+   bound, and the yield rule over the trailing year held by a `TrailingYear`.
 
 **Switching from history.** A history read whose end is after the frontier moves the
-frontier to its end and clears the baseline: the meter total (or the delta reference
-point) at that instant is unknown, so the next delta or aggregate read only sets a new
-baseline. Sent with ``end`` exactly at the history end, that read makes the switch
-seamless; sent later, the energy in between can still come as another history read.
-A back-filling history read (ending at or before the frontier) leaves frontier and
-baseline alone, so a delta/aggregate series goes on. The same mechanism recovers a
-device after a gap over 365 days: a history read up to a recent instant moves the
-frontier, and the next delta/aggregate read sets a new baseline.
+frontier to its end and clears the baseline. A delta read after it is the energy since
+that end, so it makes ``[history end, end)`` (a delta ending exactly at the history end
+is refused: its interval would be empty). The meter total at that instant is unknown, so
+the next aggregate read only sets a new baseline; sent with ``end`` exactly at the history
+end, it makes the switch seamless; sent later, the energy in between can still come as
+another history read. A back-filling history read (ending at or before the frontier)
+leaves frontier and baseline alone, so a delta/aggregate series goes on. The same
+mechanism recovers a device after a gap over 365 days: a history read up to a recent
+instant moves the frontier; the next delta read goes on from it, an aggregate read sets a
+new baseline.
 
 Delta and aggregate intervals always start at the frontier, so they never overlap
 anything recorded; only history needs the overlap lookup.
@@ -64,6 +68,7 @@ from granular.domain.energy import (
     EnergyInterval,
     MaxEnergyPolicy,
     ReadRejected,
+    TrailingYear,
     check_max_energy,
 )
 from granular.domain.units import (
@@ -504,16 +509,20 @@ def validate_reads(
     device: DeviceProfile,
     state: DeviceReadState,
     recorded: RecordedReads,
+    year: TrailingYear,
     policy: MaxEnergyPolicy,
     now: datetime,
 ) -> ReadBatch:
     """Validate one request's reads for `device`, in order, against each other.
 
-    `state` and `recorded` describe what was accepted before this request; reads accepted
-    earlier in the request are seen by later ones. Returns one outcome per read and the
-    state to store. Never raises for a bad read; it is rejected with its error.
+    `state`, `recorded` and `year` (the device's stored energy in the trailing year of
+    every end in the request, for the yield rule) describe what was accepted before this
+    request; reads accepted earlier in the request are seen by later ones (`year` is
+    copied, not changed). Returns one outcome per read and the state to store. Never
+    raises for a bad read; it is rejected with its error.
     """
     now = to_utc(now, field="now")
+    year = year.copy()
     history_warning_before = shift_months(now, -HISTORY_WARNING_AGE_MONTHS)
     this_request = InMemoryRecordedReads()
     outcomes: list[ReadOutcome] = []
@@ -527,6 +536,7 @@ def validate_reads(
                 device=device,
                 state=state,
                 recorded=(this_request, recorded),
+                year=year,
                 policy=policy,
                 now=now,
                 history_warning_before=history_warning_before,
@@ -541,6 +551,7 @@ def validate_reads(
             this_request.add_read(outcome.read)
             if outcome.interval is not None:
                 this_request.add_interval(outcome.interval)
+                year.add(outcome.interval)
     return ReadBatch(tuple(outcomes), state)
 
 
@@ -551,6 +562,7 @@ def _validate_one(
     device: DeviceProfile,
     state: DeviceReadState,
     recorded: tuple[RecordedReads, RecordedReads],
+    year: TrailingYear,
     policy: MaxEnergyPolicy,
     now: datetime,
     history_warning_before: datetime,
@@ -567,7 +579,9 @@ def _validate_one(
             raise ReadConflict(name, read, previous)
 
     if read.kind is ReadKind.HISTORY:
-        return _validate_history(index, read, device, recorded, policy, history_warning_before)
+        return _validate_history(
+            index, read, device, recorded, year, policy, history_warning_before
+        )
 
     if read.end < device.commissioning_date:
         raise ReadBeforeCommissioning(name, "end", read.end, device.commissioning_date)
@@ -575,7 +589,13 @@ def _validate_one(
         raise ReadKindSwitchNotAllowed(name, state.last_kind, read.kind)
     if state.last_end is None:
         return ReadOutcome(index, ReadStatus.ACCEPTED, read=read)
-    if state.baseline_kind is not read.kind:
+    # A delta is the energy since the frontier, whichever read set it; a history read's
+    # end is known, so a delta right after history makes [history end, end) (issue 10).
+    # An aggregate after history only sets a baseline: the meter total there is unknown.
+    from_frontier = state.baseline_kind is read.kind or (
+        read.kind is ReadKind.DELTA and state.baseline_kind is None
+    )
+    if not from_frontier:
         # Only sets a new baseline: it may sit exactly at the frontier (a seamless switch
         # from history), never before it.
         if read.end < state.last_end:
@@ -593,7 +613,7 @@ def _validate_one(
     else:
         energy_wh = read.value_wh
     interval = EnergyInterval(name, state.last_end, read.end, energy_wh)
-    check_max_energy(interval, device, policy)
+    check_max_energy(interval, device, policy, year)
     return ReadOutcome(index, ReadStatus.ACCEPTED, read=read, interval=interval)
 
 
@@ -602,6 +622,7 @@ def _validate_history(
     read: MeterRead,
     device: DeviceProfile,
     recorded: tuple[RecordedReads, RecordedReads],
+    year: TrailingYear,
     policy: MaxEnergyPolicy,
     history_warning_before: datetime,
 ) -> ReadOutcome:
@@ -617,7 +638,7 @@ def _validate_history(
         if overlap is not None:
             raise HistoryOverlapsRecorded(name, start, read.end, overlap)
     interval = EnergyInterval(name, start, read.end, read.value_wh)
-    check_max_energy(interval, device, policy)
+    check_max_energy(interval, device, policy, year)
     if start < history_warning_before:
         warning = ReadWarning(
             "history_older_than_3_years",

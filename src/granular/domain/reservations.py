@@ -15,16 +15,20 @@
   reservation's ``[start, end)`` must not overlap the period the earlier one covered for
   that device (``[its start, min(its end, release))``); a start in the past could
   otherwise reach back into it.
+- Kinds: ``devices`` are production devices (any organization's); ``consumptionDevices``
+  are consumption meters of the buyer's own organization (`check_device_kinds`). Both
+  are bookings alike: the same exclusivity and 12-hour release rules apply to them.
 - `apply_target` decides how much of newly known energy may still be issued.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from granular.domain.devices import DeviceKind
 from granular.domain.units import RuleViolation, shift_months, to_utc
 from granular.domain.windows import Frequency, parse_frequency
 
@@ -182,6 +186,37 @@ class InvalidEnergyAmount(RuleViolation):
         )
         self.field = field
         self.value = value
+
+
+class ReservationDeviceKindMismatch(RuleViolation):
+    """`devices` takes production devices, `consumptionDevices` consumption meters."""
+
+    code = "reservation_device_kind_mismatch"
+
+    def __init__(self, field: str, device_ids: Iterable[int], expected: DeviceKind) -> None:
+        ids = sorted(device_ids)
+        super().__init__(
+            f"{field}: device {', '.join(map(str, ids))} is not of kind {expected.value}",
+            {"field": field, "value": ids, "rule": f"kind {expected.value}"},
+        )
+        self.field = field
+        self.device_ids = ids
+        self.expected = expected
+
+
+class ConsumptionDeviceNotOwned(RuleViolation):
+    """A buyer's consumption devices are its own organization's meters."""
+
+    code = "consumption_device_not_owned"
+
+    def __init__(self, field: str, device_ids: Iterable[int]) -> None:
+        ids = sorted(device_ids)
+        super().__init__(
+            f"{field}: device {', '.join(map(str, ids))} is not a device of your organization",
+            {"field": field, "value": ids, "rule": "the buyer's own organization"},
+        )
+        self.field = field
+        self.device_ids = ids
 
 
 # --- values -------------------------------------------------------------------------------
@@ -350,6 +385,28 @@ def _check_devices(
             raise DevicePeriodAlreadyReserved(
                 booking.device, booking.reservation_id, booking.start, booking.covered_end
             )
+
+
+def check_device_kinds(
+    *,
+    production: tuple[str, Collection[int]],
+    consumption: tuple[str, Collection[int]],
+    found: Mapping[int, tuple[int, DeviceKind]],
+    buyer_organization_id: int,
+) -> None:
+    """Each (field, ids) pair of a reservation's devices, against each device's (owner
+    organization, kind) in `found` (ids missing from it are someone else's concern):
+    production ids must name production devices; consumption ids consumption devices of
+    the buyer's own organization. Raises for the first field at fault, naming every
+    offending id of it."""
+    field, ids = production
+    if wrong := [i for i in ids if i in found and found[i][1] is not DeviceKind.PRODUCTION]:
+        raise ReservationDeviceKindMismatch(field, wrong, DeviceKind.PRODUCTION)
+    field, ids = consumption
+    if wrong := [i for i in ids if i in found and found[i][1] is not DeviceKind.CONSUMPTION]:
+        raise ReservationDeviceKindMismatch(field, wrong, DeviceKind.CONSUMPTION)
+    if foreign := [i for i in ids if i in found and found[i][0] != buyer_organization_id]:
+        raise ConsumptionDeviceNotOwned(field, foreign)
 
 
 def apply_target(

@@ -297,6 +297,7 @@ def device_json(device: StoredDevice, organization: str | None = None) -> dict[s
         "latitude": None if spec.latitude is None else format(spec.latitude, "f"),
         "longitude": None if spec.longitude is None else format(spec.longitude, "f"),
         "description": spec.description,
+        "kind": spec.kind.value,
         "organizationId": device.organization_id,
         **drec_json(spec),
     }

@@ -26,8 +26,16 @@ from granular.adapters.db.readings import (
     lock_read_state,
     recorded_for,
     save_read_state,
+    trailing_year,
 )
-from granular.domain.energy import DeviceProfile, EnergyInterval, MaxEnergyPolicy
+from granular.domain.devices import DeviceKind
+from granular.domain.energy import (
+    DeviceProfile,
+    EnergyInterval,
+    MaxEnergyPolicy,
+    MaxEnergyRule,
+    TrailingYear,
+)
 from granular.domain.reads import RawRead, ReadBatch, ReadKind, validate_reads
 from granular.domain.units import EnergyUnit, RuleViolation, to_utc
 from granular.errors import Conflict, NotFound
@@ -59,7 +67,12 @@ def device_profile(device: StoredDevice) -> DeviceProfile:
         capacity_w=spec.capacity_w,
         commissioning_date=spec.commissioning_date,
         yield_kwh_per_kw_year=spec.yield_kwh_per_kw_year,
+        kind=spec.kind,
     )
+
+
+def _yield_rule_applies(profile: DeviceProfile, policy: MaxEnergyPolicy) -> bool:
+    return policy.name is MaxEnergyRule.DREC and profile.kind is DeviceKind.PRODUCTION
 
 
 def _device_of(session: Session, organization_id: int, external_id: str) -> StoredDevice:
@@ -115,11 +128,24 @@ def ingest_reads(
                 ends=ends,
                 history_span=span,
             )
+            profile = device_profile(device)
+            year = TrailingYear.nothing_stored()
+            if ends and _yield_rule_applies(profile, policy):
+                # Once per request: the device's stored energy in every trailing year the
+                # request's reads can end, not one query per read.
+                year = trailing_year(
+                    session=session,
+                    device_id=device.id,
+                    device_key=external_id,
+                    first_end=min(ends),
+                    last_end=max(ends),
+                )
             batch = validate_reads(
                 raws,
-                device=device_profile(device),
+                device=profile,
                 state=state,
                 recorded=recorded,
+                year=year,
                 policy=policy,
                 now=now,
             )

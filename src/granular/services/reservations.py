@@ -27,7 +27,7 @@ bookings of the devices concerned, `now`), calls them, and stores the result.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -39,6 +39,7 @@ from granular.adapters.db.devices import DeviceFilter
 from granular.adapters.db.readings import SpanEnergy, energy_between
 from granular.adapters.db.reservations import (
     BookingRecord,
+    LockedDevice,
     NewReservationRow,
     StoredReservation,
     add_devices,
@@ -54,12 +55,14 @@ from granular.adapters.db.reservations import (
     update_terms,
 )
 from granular.domain.addresses import address_problem, to_checksum
+from granular.domain.devices import DeviceKind
 from granular.domain.gas import Tier
 from granular.domain.reservations import (
     RELEASE_COOLDOWN,
     DeviceBooking,
     ReservationEnded,
     ReservationTerms,
+    check_device_kinds,
     validate_reservation,
     validate_reservation_update,
 )
@@ -103,12 +106,14 @@ class UnknownDevices(RuleViolation):
 class DeviceNotInReservation(RuleViolation):
     code = "device_not_in_reservation"
 
-    def __init__(self, reservation_id: int, device_ids: Iterable[int]) -> None:
+    def __init__(
+        self, reservation_id: int, device_ids: Iterable[int], field: str = "removeDevices"
+    ) -> None:
         ids = sorted(device_ids)
         super().__init__(
-            f"removeDevices: reservation {reservation_id} does not hold device "
+            f"{field}: reservation {reservation_id} does not hold device "
             f"{', '.join(map(str, ids))}",
-            {"field": "removeDevices", "value": ids, "reservation_id": str(reservation_id)},
+            {"field": field, "value": ids, "reservation_id": str(reservation_id)},
         )
         self.device_ids = ids
 
@@ -116,11 +121,11 @@ class DeviceNotInReservation(RuleViolation):
 class DeviceAddedAndRemoved(RuleViolation):
     code = "device_added_and_removed"
 
-    def __init__(self, device_ids: Iterable[int]) -> None:
+    def __init__(self, device_ids: Iterable[int], fields: tuple[str, str]) -> None:
         ids = sorted(device_ids)
         super().__init__(
-            f"addDevices, removeDevices: device {', '.join(map(str, ids))} is in both",
-            {"field": "addDevices", "value": ids},
+            f"{fields[0]}, {fields[1]}: device {', '.join(map(str, ids))} is in both",
+            {"field": fields[0], "value": ids},
         )
         self.device_ids = ids
 
@@ -168,14 +173,18 @@ class NewReservation:
     authority_to_exceed: bool
     wallet: str
     gas_tier: Tier = Tier.STANDARD
+    consumption_devices: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class ReservationChange:
-    """A PATCH: devices to add and remove, and the terms that may change (None: keep)."""
+    """A PATCH: devices (production) and consumption devices to add and remove, and the
+    terms that may change (None: keep)."""
 
     add_devices: frozenset[int] = frozenset()
     remove_devices: frozenset[int] = frozenset()
+    add_consumption_devices: frozenset[int] = frozenset()
+    remove_consumption_devices: frozenset[int] = frozenset()
     end: datetime | None = None
     target_volume_wh: int | None = None
     authority_to_exceed: bool | None = None
@@ -323,19 +332,27 @@ def create_reservation(
     wallet = checksum_wallet(new.wallet)
     if not new.devices:
         raise ReservationWithoutDevices(None)
+    if both := new.devices & new.consumption_devices:
+        raise DeviceAddedAndRemoved(both, ("devices", "consumptionDevices"))
+    every = new.devices | new.consumption_devices
     terms = ReservationTerms(
         start=new.start,
         end=new.end,
         frequency=new.frequency,
-        devices=frozenset(str(d) for d in new.devices),
+        devices=frozenset(str(d) for d in every),
         target_volume_wh=new.target_volume_wh,
         authority_to_exceed=new.authority_to_exceed,
     )
     with sessions.begin() as session:
-        found = lock_devices(session=session, device_ids=new.devices)
-        if missing := new.devices - found:
-            raise UnknownDevices("devices", missing)
-        records = booking_records(session=session, device_ids=new.devices)
+        found = lock_devices(session=session, device_ids=every)
+        for field, ids in (
+            ("devices", new.devices),
+            ("consumptionDevices", new.consumption_devices),
+        ):
+            if missing := ids - found.keys():
+                raise UnknownDevices(field, missing)
+        _check_kinds(found, principal, new.devices, new.consumption_devices, "")
+        records = booking_records(session=session, device_ids=every)
         validate_reservation(terms, bookings=map(booking_of, records), now=now)
         reservation_id = add_reservation(
             session=session,
@@ -352,7 +369,7 @@ def create_reservation(
             ),
             now=now,
         )
-        add_devices(session=session, reservation_id=reservation_id, device_ids=new.devices, now=now)
+        add_devices(session=session, reservation_id=reservation_id, device_ids=every, now=now)
         return _view(session, _must_get(session, reservation_id), now)
 
 
@@ -384,17 +401,39 @@ def change_reservation(
     with sessions.begin() as session:
         current = _lock_open(session, principal, reservation_id, now)
         held = current.held_device_ids
-        if both := change.add_devices & change.remove_devices:
-            raise DeviceAddedAndRemoved(both)
-        if not_held := change.remove_devices - held:
-            raise DeviceNotInReservation(reservation_id, not_held)
-        devices = (held | change.add_devices) - change.remove_devices
-        if not devices:
+        adding = change.add_devices | change.add_consumption_devices
+        removing = change.remove_devices | change.remove_consumption_devices
+        if both := adding & removing:
+            raise DeviceAddedAndRemoved(both, ("addDevices", "removeDevices"))
+        if both := change.add_devices & change.add_consumption_devices:
+            raise DeviceAddedAndRemoved(both, ("addDevices", "addConsumptionDevices"))
+        for field, ids, kind in (
+            ("removeDevices", change.remove_devices, DeviceKind.PRODUCTION),
+            ("removeConsumptionDevices", change.remove_consumption_devices, DeviceKind.CONSUMPTION),
+        ):
+            if not_held := ids - current.held_ids_of(kind):
+                raise DeviceNotInReservation(reservation_id, not_held, field)
+        devices = (held | adding) - removing
+        production = (
+            current.held_ids_of(DeviceKind.PRODUCTION) | change.add_devices
+        ) - change.remove_devices
+        if not production:
             raise ReservationWithoutDevices(reservation_id)
-        added = change.add_devices - held
+        added = adding - held
         found = lock_devices(session=session, device_ids=devices)
-        if missing := added - found:
-            raise UnknownDevices("addDevices", missing)
+        for field, ids in (
+            ("addDevices", change.add_devices - held),
+            ("addConsumptionDevices", change.add_consumption_devices - held),
+        ):
+            if missing := ids - found.keys():
+                raise UnknownDevices(field, missing)
+        _check_kinds(
+            found,
+            principal,
+            change.add_devices - held,
+            change.add_consumption_devices - held,
+            "add",
+        )
         current_terms = terms_of(current)
         proposed = replace(
             current_terms,
@@ -420,12 +459,9 @@ def change_reservation(
             bookings=map(booking_of, records),
             now=now,
         )
-        if change.remove_devices:
+        if removing:
             release_devices(
-                session=session,
-                reservation_id=reservation_id,
-                device_ids=change.remove_devices,
-                now=now,
+                session=session, reservation_id=reservation_id, device_ids=removing, now=now
             )
         if added:
             add_devices(session=session, reservation_id=reservation_id, device_ids=added, now=now)
@@ -505,6 +541,24 @@ def reservable_filter(
 # --- internals ----------------------------------------------------------------------------
 
 
+def _check_kinds(
+    found: Mapping[int, LockedDevice],
+    principal: Principal,
+    production: frozenset[int],
+    consumption: frozenset[int],
+    prefix: str,
+) -> None:
+    """`check_device_kinds` with the request's field names ("devices" or "addDevices")."""
+    production_field = "addDevices" if prefix else "devices"
+    consumption_field = "addConsumptionDevices" if prefix else "consumptionDevices"
+    check_device_kinds(
+        production=(production_field, production),
+        consumption=(consumption_field, consumption),
+        found={i: (d.organization_id, d.kind) for i, d in found.items()},
+        buyer_organization_id=principal.organization_id,
+    )
+
+
 def _must_get(session: Session, reservation_id: int) -> StoredReservation:
     found = get_reservation(session=session, reservation_id=reservation_id)
     assert found is not None, "the reservation was written in this transaction"
@@ -513,8 +567,10 @@ def _must_get(session: Session, reservation_id: int) -> StoredReservation:
 
 def _view(session: Session, reservation: StoredReservation, now: datetime) -> ReservationView:
     by_until: dict[datetime, list[int]] = defaultdict(list)
+    # requestedWh is production's: a consumption meter's energy is not issued against it.
+    production = {s.device_id for s in reservation.stints if s.kind is DeviceKind.PRODUCTION}
     for device_id, until in covered_until(reservation).items():
-        if until > reservation.start:
+        if until > reservation.start and device_id in production:
             by_until[until].append(device_id)
     requested_wh = sum(
         energy_in_span(

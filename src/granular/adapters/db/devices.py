@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.device_groups import DREC_SPEC_COLUMNS, DrecColumns
-from granular.domain.devices import DeviceSpec
+from granular.domain.devices import DeviceKind, DeviceSpec
 
 
 class DeviceRow(DrecColumns, Base):
@@ -118,6 +118,7 @@ class DeviceFilter:
     capacity_min_w: int | None = None
     capacity_max_w: int | None = None
     group_external_id: str | None = None  # the deviceGrpId of the devices' group
+    kind: DeviceKind | None = None
     # A condition on DeviceRow keeping the devices that can (or cannot) be reserved: an
     # EXISTS / NOT EXISTS built by `adapters.db.reservations.reservable_clause`.
     reservable_clause: ColumnElement[bool] | None = None
@@ -138,6 +139,7 @@ _SPEC_COLUMNS = (
     "longitude",
     "description",
     *DREC_SPEC_COLUMNS,
+    "kind",
 )
 
 
@@ -148,6 +150,7 @@ def _spec(row: DeviceRow | DeviceRevisionRow) -> DeviceSpec:
     moment = values["commissioning_date"]
     values["commissioning_date"] = as_utc(moment)
     values["images"] = tuple(values["images"] or ())
+    values["kind"] = DeviceKind(values["kind"])
     for name in ("yield_kwh_per_kw_year", "latitude", "longitude"):
         if values[name] is not None:
             values[name] = _canonical(Decimal(values[name]))
@@ -323,6 +326,7 @@ def list_devices(
         (DeviceRow.off_taker, where.off_taker),
         (DeviceRow.device_type_code, where.device_type_code),
         (DeviceRow.group_external_id, where.group_external_id),
+        (DeviceRow.kind, None if where.kind is None else where.kind.value),
     ):
         if value is not None:
             query = query.where(column == value)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRow
-from granular.domain.energy import EnergyInterval
+from granular.domain.energy import YIELD_WINDOW, EnergyInterval, TrailingYear
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
 
 
@@ -167,6 +167,65 @@ def recorded_for(
         )
         intervals = [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
     return InMemoryRecordedReads(reads, intervals)
+
+
+def trailing_year(
+    *, session: Session, device_id: int, device_key: str, first_end: datetime, last_end: datetime
+) -> TrailingYear:
+    """The device's stored energy in the 365 days ending at any end in
+    `[first_end, last_end]`, for the yield rule, in four queries per request whatever its
+    size, each a bounded range of the (device_id, start_at) key:
+
+    - the total of the intervals wholly inside the core [last_end − 365 d, first_end),
+      summed by the database;
+    - the intervals starting in [first_end − 365 d, core start) or [first_end, last_end);
+    - the one interval (if any) straddling first_end − 365 d, and the one straddling the
+      core's end: the latest interval starting before each instant.
+    """
+    window_start = first_end - YIELD_WINDOW
+    core_start, core_end = TrailingYear.core(first_end, last_end)
+    of_device = EnergyIntervalRow.device_id == device_id
+    core_wh = 0
+    if core_start < core_end:
+        summed = session.scalar(
+            select(func.coalesce(func.sum(EnergyIntervalRow.energy_wh), 0)).where(
+                of_device,
+                EnergyIntervalRow.start_at >= core_start,
+                EnergyIntervalRow.start_at < core_end,
+                EnergyIntervalRow.end_at <= core_end,
+            )
+        )
+        core_wh = int(summed or 0)
+    columns = (EnergyIntervalRow.start_at, EnergyIntervalRow.end_at, EnergyIntervalRow.energy_wh)
+    rows = list(
+        session.execute(
+            select(*columns).where(
+                of_device,
+                or_(
+                    (EnergyIntervalRow.start_at >= window_start)
+                    & (EnergyIntervalRow.start_at < core_start),
+                    (EnergyIntervalRow.start_at >= core_end)
+                    & (EnergyIntervalRow.start_at < last_end),
+                ),
+            )
+        )
+    )
+    for before, keep_from in ((window_start, None), (core_end, core_start)):
+        if keep_from is not None and keep_from >= before:
+            continue  # an empty core: its end is the first range's end, nothing straddles
+        row = session.execute(
+            select(*columns)
+            .where(of_device, EnergyIntervalRow.start_at < before)
+            .order_by(EnergyIntervalRow.start_at.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            continue
+        start, end = as_utc(row[0]), as_utc(row[1])
+        if end > before and (keep_from is None or start >= keep_from):
+            rows.append(row)
+    intervals = [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
+    return TrailingYear(covers=(first_end, last_end), core_wh=core_wh, intervals=intervals)
 
 
 def _chunks(items: list[datetime], size: int) -> Iterable[list[datetime]]:

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRow
+from granular.domain.devices import DeviceKind
 
 
 class ReservationRow(Base):
@@ -86,9 +87,13 @@ class ReservationDeviceRow(Base):
 
 @dataclass(frozen=True, slots=True)
 class Stint:
+    """One stint of a device; `kind` is the device's (production or consumption): it tells
+    issuance which kind of certificate the device's windows become."""
+
     device_id: int
     added_at: datetime
     released_at: datetime | None
+    kind: DeviceKind = DeviceKind.PRODUCTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,14 @@ class StoredReservation:
 
     @property
     def held_device_ids(self) -> frozenset[int]:
+        """Every device held now, of either kind (exclusivity is over all of them)."""
         return frozenset(s.device_id for s in self.stints if s.released_at is None)
+
+    def held_ids_of(self, kind: DeviceKind) -> frozenset[int]:
+        """The devices of `kind` held now."""
+        return frozenset(
+            s.device_id for s in self.stints if s.released_at is None and s.kind is kind
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,19 +172,30 @@ def _start_write_on_sqlite(session: Session) -> None:
         )
 
 
-def lock_devices(*, session: Session, device_ids: Collection[int]) -> frozenset[int]:
+@dataclass(frozen=True, slots=True)
+class LockedDevice:
+    """What booking needs to know of a locked device: whose it is and its kind."""
+
+    organization_id: int
+    kind: DeviceKind
+
+
+def lock_devices(*, session: Session, device_ids: Collection[int]) -> dict[int, LockedDevice]:
     """Lock the devices against concurrent booking until the transaction ends; return the
-    ids that exist. Call it before reading any booking of these devices."""
+    ones that exist, by id. Call it before reading any booking of these devices."""
     _start_write_on_sqlite(session)
     if not device_ids:
-        return frozenset()
-    found = session.scalars(
-        select(DeviceRow.id)
+        return {}
+    found = session.execute(
+        select(DeviceRow.id, DeviceRow.organization_id, DeviceRow.kind)
         .where(DeviceRow.id.in_(sorted(device_ids)))
         .order_by(DeviceRow.id)
         .with_for_update(key_share=True)
     )
-    return frozenset(found)
+    return {
+        device_id: LockedDevice(organization_id, DeviceKind(kind))
+        for device_id, organization_id, kind in found
+    }
 
 
 def lock_reservation(*, session: Session, reservation_id: int) -> StoredReservation | None:
@@ -199,13 +222,15 @@ def _stored(session: Session, rows: list[ReservationRow]) -> list[StoredReservat
                 ReservationDeviceRow.device_id,
                 ReservationDeviceRow.added_at,
                 ReservationDeviceRow.released_at,
+                DeviceRow.kind,
             )
+            .join(DeviceRow, DeviceRow.id == ReservationDeviceRow.device_id)
             .where(ReservationDeviceRow.reservation_id.in_(list(stints)))
             .order_by(ReservationDeviceRow.id)
         )
-        for reservation_id, device_id, added_at, released_at in found:
+        for reservation_id, device_id, added_at, released_at, kind in found:
             stints[reservation_id].append(
-                Stint(device_id, as_utc(added_at), _utc_or_none(released_at))
+                Stint(device_id, as_utc(added_at), _utc_or_none(released_at), DeviceKind(kind))
             )
     return [
         StoredReservation(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
-from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS
+from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS, DeviceKind
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
@@ -126,6 +126,7 @@ def get_devices(
     capacity_max: Annotated[int | None, Query(alias="capacityMax", ge=0, le=MAX_INT64)] = None,
     reservable: Annotated[bool | None, Query(alias="reservable")] = None,
     group: Annotated[str | None, Query(alias="deviceGrpId", pattern=EXTERNAL_ID.pattern)] = None,
+    kind: Annotated[DeviceKind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
@@ -137,6 +138,7 @@ def get_devices(
         capacity_min_w=capacity_min,
         capacity_max_w=capacity_max,
         group_external_id=group,
+        kind=kind,
     )
     devices = find_devices(
         sessions=sessions,

@@ -3,8 +3,10 @@
 A reservation renders as:
 
     {"id": 1, "organizationId": 4, "status": "live" | "ended" | "completed",
-     "devices": [12, 13],                      # device ids held now
-     "deviceHistory": [{"deviceId": 12, "addedAt": "...", "releasedAt": null}, ...],
+     "devices": [12, 13],                      # production device ids held now
+     "consumptionDevices": [40],               # the buyer's consumption meters held now
+     "deviceHistory": [{"deviceId": 12, "kind": "production", "addedAt": "...",
+                        "releasedAt": null}, ...],
      "frequency": "monthly", "start": "...", "end": "...",
      "targetVolumeWh": 1000000, "authorityToExceed": false,
      "wallet": "0x<EIP-55>", "gasTier": "standard",
@@ -24,6 +26,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from granular.api.deps import Caller, Now, Sessions
+from granular.domain.devices import DeviceKind
 from granular.domain.gas import Tier
 from granular.domain.units import MAX_WH
 from granular.domain.windows import Frequency
@@ -58,6 +61,9 @@ class ReservationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     devices: list[DeviceId] = Field(max_length=10_000)
+    consumption_devices: list[DeviceId] = Field(
+        default_factory=list, alias="consumptionDevices", max_length=10_000
+    )
     frequency: Frequency
     start: AwareDatetime
     end: AwareDatetime
@@ -83,6 +89,7 @@ class ReservationIn(BaseModel):
             authority_to_exceed=self.authority_to_exceed,
             wallet=self.wallet,
             gas_tier=self.gas_tier,
+            consumption_devices=frozenset(self.consumption_devices),
         )
 
 
@@ -92,6 +99,12 @@ class ReservationPatch(BaseModel):
     add_devices: list[DeviceId] = Field(default_factory=list, alias="addDevices", max_length=10_000)
     remove_devices: list[DeviceId] = Field(
         default_factory=list, alias="removeDevices", max_length=10_000
+    )
+    add_consumption_devices: list[DeviceId] = Field(
+        default_factory=list, alias="addConsumptionDevices", max_length=10_000
+    )
+    remove_consumption_devices: list[DeviceId] = Field(
+        default_factory=list, alias="removeConsumptionDevices", max_length=10_000
     )
     end: AwareDatetime | None = None
     target_volume_wh: EnergyWh | None = Field(default=None, alias="targetVolumeWh")
@@ -104,6 +117,8 @@ class ReservationPatch(BaseModel):
         return ReservationChange(
             add_devices=frozenset(self.add_devices),
             remove_devices=frozenset(self.remove_devices),
+            add_consumption_devices=frozenset(self.add_consumption_devices),
+            remove_consumption_devices=frozenset(self.remove_consumption_devices),
             end=self.end,
             target_volume_wh=self.target_volume_wh,
             authority_to_exceed=self.authority_to_exceed,
@@ -121,10 +136,12 @@ def reservation_json(view: ReservationView) -> dict[str, Any]:
         "id": r.id,
         "organizationId": r.organization_id,
         "status": view.status.value,
-        "devices": sorted(r.held_device_ids),
+        "devices": sorted(r.held_ids_of(DeviceKind.PRODUCTION)),
+        "consumptionDevices": sorted(r.held_ids_of(DeviceKind.CONSUMPTION)),
         "deviceHistory": [
             {
                 "deviceId": s.device_id,
+                "kind": s.kind.value,
                 "addedAt": _time(s.added_at),
                 "releasedAt": _time(s.released_at),
             }
