@@ -19,7 +19,7 @@ from tests.integration.chain import Chain
 PRODUCTION, CONSUMPTION = 0, 1
 NONE, ACTIVE, REMOVED, CLAIMED, WITHDRAWN, EXPIRED = range(6)
 ZERO_ADDRESS = "0x" + "00" * 20
-MAX_ID = (1 << 28) - 1
+MAX_ID = (1 << 44) - 1
 ISSUER_ROLE = keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 NEXT_ID_SLOT = 1  # AccessControl._roles is slot 0; CertificateRegistry._nextId follows
