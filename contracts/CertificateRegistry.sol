@@ -545,12 +545,13 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     }
 
     /// @dev The count is changed modulo 2**64 inside its own 64 bits, never touching the closed
-    /// flag. A bulk command defers the counts of its runs, so between two of its writes a
-    /// wallet's stored count may pass below zero (a slice it received in a pending run, sent on
-    /// in a written one); once every run is written the count is exact, because a wallet never
-    /// holds 2**64 Active slices (there are at most MAX_ID < 2**64 slices).
+    /// flag. Bulk commands defer the counts of their runs; their order keeps every stored count
+    /// at or above zero (a receiver's pending credit is written as soon as an entry names another
+    /// receiver, which any entry debiting that wallet does), but were a count ever to pass below
+    /// zero between two writes it could not flip the closed flag, and once every run is written
+    /// it is exact: a wallet never holds 2**64 Active slices (there are at most MAX_ID < 2**64).
     function _addActive(address wallet, uint256 count) private {
-        // Wraps on purpose, inside the count's 64 bits (see above).
+        // Cannot reach 2**64 (see above); the mask keeps any wrap inside the count's bits.
         unchecked {
             uint256 word = _wallets[wallet];
             _wallets[wallet] = (word & ~_ACTIVE_MASK) | ((word + count) & _ACTIVE_MASK);
@@ -558,7 +559,7 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     }
 
     function _subActive(address wallet, uint256 count) private {
-        // Wraps on purpose, inside the count's 64 bits (see _addActive).
+        // Only for slices the wallet holds Active (see _addActive); masked like it.
         unchecked {
             uint256 word = _wallets[wallet];
             _wallets[wallet] = (word & ~_ACTIVE_MASK) | ((word - count) & _ACTIVE_MASK);
