@@ -1695,6 +1695,11 @@ def _transfer_revert_cases(
             "CertificateRegistryInvalidAddress",
             (ZERO_ADDRESS,),
         ),
+        "first_entry_whole_to_zero_address": (
+            [(s2, 0, ZERO_ADDRESS)],
+            "CertificateRegistryInvalidAddress",
+            (ZERO_ADDRESS,),
+        ),
         "part_to_zero_address": (
             [ok, (s2, 5, ZERO_ADDRESS)],
             "CertificateRegistryInvalidAddress",
@@ -1724,6 +1729,7 @@ TRANSFER_REVERT_CASES = [
     "unauthorized",
     "moved_away_in_the_same_batch",
     "whole_to_zero_address",
+    "first_entry_whole_to_zero_address",
     "part_to_zero_address",
     "one_wh_over",
     "whole_to_closed_wallet",
