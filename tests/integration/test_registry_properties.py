@@ -372,7 +372,7 @@ def _bind(
         transfers = []
         for raw_s, q, t in raw_transfers:
             s = slice_id(raw_s)
-            transfers.append(Transfer(s, address(t), resolve(q, size(s))))
+            transfers.append(Transfer(s, resolve(q, size(s)), address(t)))
         who = caller()
         return (
             who,

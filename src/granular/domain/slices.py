@@ -62,7 +62,8 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """One claim_batch entry: 0 Wh claims both slices whole (and equal), else that much."""
+    """One claim_batch entry: 0 Wh claims both slices whole (and equal), else that much.
+    Fields in the contract struct's order."""
 
     production_id: int
     consumption_id: int
@@ -71,11 +72,12 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """One transfer_batch entry: 0 Wh sends the whole slice, else that much of it."""
+    """One transfer_batch entry: 0 Wh sends the whole slice, else that much of it.
+    Fields in the contract struct's order."""
 
     slice_id: int
+    quantity_wh: int
     to: str
-    quantity_wh: int = 0
 
 
 class SliceRuleViolation(ValidationError):
