@@ -1,6 +1,8 @@
-"""Gas of the registry's commands on anvil (issue 2): per certificate in issueBatch, and per
-holder command. Targets: <= 30,000 gas per certificate at batch 100; <= 45,000 for a claim
-of two equal slices."""
+"""Gas of the registry's commands on anvil (issues 2 and 8): per certificate in issueBatch, per
+holder command, and per entry of the bulk commands (the transaction's gasUsed, 21,000 base
+included, divided by the entries). Targets: <= 30,000 gas per certificate at batch 100;
+<= 45,000 for a claim of two equal slices; claimBatch(100) <= 20,000 per claim;
+transferBatch(100) of whole slices to one wallet <= 15,000 per transfer."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from granular.services.deployment import deploy
 
 TX_GAS_CAP = 16_777_216  # EIP-7825 per-transaction cap
 PRODUCTION, CONSUMPTION = 0, 1
+BULK = 100  # entries per bulk command
 
 
 def _items(owner: str, count: int, kind: int = PRODUCTION, quantity: int = 1_234_567) -> list[Any]:
@@ -79,14 +82,71 @@ def _measure(w3: Web3, registry: Any) -> dict[str, Any]:
         "claimPart": gas_of(functions.claimPart(p[4], c[1], 1000), holder),
         "withdraw": gas_of(functions.withdraw(p[5]), issuer),
     }
+    bulk = _measure_bulk(issue, gas_of, functions, holder, other)
+    claim_batch = bulk["claimBatch(100), whole equal slices"]
+    transfer_batch = bulk["transferBatch(100), whole slices to one wallet"]
     return {
         "gas_per_certificate_by_batch_size": per_certificate,
         "gas_per_command": commands,
+        "gas_per_entry_of_bulk_commands": bulk,
         "targets": {
             "per_certificate_at_100": {"limit": 30_000, "met": per_certificate["100"] <= 30_000},
             "claim_two_equal_slices": {
                 "limit": 45_000,
                 "met": commands["claim (two equal slices)"] <= 45_000,
             },
+            "claim_batch_per_claim_at_100": {"limit": 20_000, "met": claim_batch <= 20_000},
+            "transfer_batch_per_transfer_at_100": {
+                "limit": 15_000,
+                "met": transfer_batch <= 15_000,
+            },
         },
     }
+
+
+def _measure_bulk(
+    issue: Any, gas_of: Any, functions: Any, holder: str, other: str
+) -> dict[str, int]:
+    """Per entry, rounded: the goals' two cases, then the costlier shapes for comparison."""
+    figures: dict[str, int] = {}
+
+    def per_entry(name: str, call: Any) -> None:
+        figures[name] = round(gas_of(call, holder) / BULK)
+
+    def production_and_consumption(quantity: int) -> tuple[list[int], list[int]]:
+        first, _ = issue(
+            _items(holder, BULK, quantity=quantity)
+            + _items(holder, BULK, kind=CONSUMPTION, quantity=quantity)
+        )
+        return list(range(first, first + BULK)), list(range(first + BULK, first + 2 * BULK))
+
+    p, c = production_and_consumption(1_234_567)
+    per_entry(
+        "claimBatch(100), whole equal slices",
+        functions.claimBatch([(pi, ci, 0) for pi, ci in zip(p, c, strict=True)]),
+    )
+    p, c = production_and_consumption(1_234_567)
+    per_entry(
+        "claimBatch(100), 1,000 Wh of each side (both split)",
+        functions.claimBatch([(pi, ci, 1000) for pi, ci in zip(p, c, strict=True)]),
+    )
+    first, _ = issue(_items(holder, BULK))
+    ids = range(first, first + BULK)
+    per_entry(
+        "transferBatch(100), whole slices to one wallet",
+        functions.transferBatch([(i, 0, other) for i in ids]),
+    )
+    first, _ = issue(_items(holder, BULK))
+    receivers = [anvil_account(3 + n % 5).address for n in range(BULK)]
+    per_entry(
+        "transferBatch(100), whole slices to 5 wallets in turn",
+        functions.transferBatch(
+            [(i, 0, to) for i, to in zip(range(first, first + BULK), receivers, strict=True)]
+        ),
+    )
+    first, _ = issue(_items(holder, BULK))
+    per_entry(
+        "transferBatch(100), 1,000 Wh of each slice to one wallet",
+        functions.transferBatch([(i, 1000, other) for i in range(first, first + BULK)]),
+    )
+    return figures

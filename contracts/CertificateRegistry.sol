@@ -12,19 +12,22 @@ import {ICertificateRegistry} from "./ICertificateRegistry.sol";
 /// forwarder with an EIP-712 signature. The sum of a certificate's non-Removed slices always
 /// equals its quantity.
 /// @dev Gas is a feature: a slice is one storage slot, laid out from the low bits as
-/// owner (160) | quantityWh (64) | certificateId (28) | state (3) | kind (1).
+/// owner (160) | quantityWh (48) | certificateId (44) | state (3) | kind (1), 256 bits in all.
 /// Certificate headers live in events only. Certificate and slice ids share one counter from 1,
-/// bounded by the 28 bits of the packed certificate id.
+/// bounded by the 44 bits of the packed certificate id (17.6e12 ids: two thousand years of an
+/// hourly registry of a million meters); a quantity by its 48 bits (281 TWh).
 contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Context {
     /// @notice Role allowed to issue batches and withdraw slices.
     bytes32 public constant ISSUER_ROLE = keccak256("ISSUER_ROLE");
     /// @notice Highest certificate or slice id the packed layout can hold.
-    uint256 public constant MAX_ID = (1 << 28) - 1;
+    uint256 public constant MAX_ID = (1 << 44) - 1;
+    /// @notice Largest quantity one slice can hold, in Wh.
+    uint64 public constant MAX_QUANTITY_WH = (1 << 48) - 1;
 
     uint256 private constant _OWNER_MASK = (1 << 160) - 1;
     uint256 private constant _QUANTITY_SHIFT = 160;
-    uint256 private constant _QUANTITY_MASK = (1 << 64) - 1;
-    uint256 private constant _CERTIFICATE_SHIFT = 224;
+    uint256 private constant _QUANTITY_MASK = (1 << 48) - 1;
+    uint256 private constant _CERTIFICATE_SHIFT = 208;
     uint256 private constant _STATE_SHIFT = 252;
     uint256 private constant _STATE_MASK = 7;
     uint256 private constant _KIND_SHIFT = 255;
@@ -32,6 +35,22 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     /// @dev Wallet word: activeSlices in the low 64 bits, the closed flag above them.
     uint256 private constant _ACTIVE_MASK = (1 << 64) - 1;
     uint256 private constant _CLOSED = 1 << 64;
+
+    /// @dev What a bulk command remembers from one entry to the next, so that entries which
+    /// repeat a wallet cost no repeated storage access: the caller, the wallets it was found to
+    /// act for (permission cannot change inside a transaction), the last receiver found open
+    /// (nor can that), and one pending change of the Active count for a run of entries that
+    /// debit one wallet (`runA`) and for a run that credits or debits another (`runB`).
+    struct BatchCache {
+        address caller;
+        address permittedA;
+        address permittedB;
+        address openTo;
+        address runA;
+        uint256 countA;
+        address runB;
+        uint256 countB;
+    }
 
     uint256 private _nextId = 1;
     mapping(uint256 sliceId => uint256 packed) private _slices;
@@ -67,16 +86,19 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         for (uint256 i; i < count;) {
             Issuance calldata item = items[i];
             address owner = item.owner;
+            uint64 quantityWh = item.quantityWh;
             uint256 id = firstCertificateId + i;
-            if (item.quantityWh == 0) revert CertificateRegistryZeroQuantity(id);
+            if (quantityWh == 0) revert CertificateRegistryZeroQuantity(id);
+            if (quantityWh > MAX_QUANTITY_WH) revert CertificateRegistryQuantityTooLarge(id, quantityWh, MAX_QUANTITY_WH);
             if (owner != runOwner || runCount == 0) {
                 if (runCount != 0) _addActive(runOwner, runCount);
                 _requireOpenWallet(owner);
                 runOwner = owner;
                 runCount = 0;
             }
-            _slices[id] = _pack(owner, item.quantityWh, id, SliceState.Active, item.kind);
-            emit CertificateIssued(id, owner, item.kind, item.quantityWh, item.dataHash);
+            Kind kind = item.kind;
+            _slices[id] = _pack(owner, quantityWh, id, SliceState.Active, kind);
+            emit CertificateIssued(id, owner, kind, quantityWh, item.dataHash);
             // Neither can overflow: both are below count, itself bounded by calldata size.
             unchecked {
                 ++runCount;
@@ -151,6 +173,49 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         return _claim(productionSliceId, production, consumptionSliceId, consumption);
     }
 
+    /// @notice Claim each entry as `claim` (quantity 0: both whole and equal) or `claimPart`
+    /// would, in order, all or nothing, with the same events.
+    /// @dev Each slice is read and written once (a split side: its child); the Active counts of
+    /// a run of entries from the same producer and consumer wallets are written once per run.
+    /// @return claimIds Per entry, the claim id (the claimed production slice's id).
+    function claimBatch(Claim[] calldata claims) external returns (uint256[] memory claimIds) {
+        uint256 count = claims.length;
+        if (count == 0) revert CertificateRegistryEmptyList();
+        claimIds = new uint256[](count);
+        BatchCache memory cache;
+        cache.caller = _msgSender();
+        for (uint256 i; i < count;) {
+            claimIds[i] = _claimEntry(claims[i], cache);
+            // Cannot overflow: i < count, bounded by calldata size.
+            unchecked {
+                ++i;
+            }
+        }
+        _flushRuns(cache, false);
+    }
+
+    /// @notice Transfer each entry as `transfer` (quantity 0: the whole slice) or `transferPart`
+    /// would, in order, all or nothing, with the same events.
+    /// @dev A whole transfer reads and writes its slice once; the receiver's closed flag is read
+    /// once per run of one receiver, and the Active counts are written once per run of one
+    /// sender and one receiver.
+    /// @return sliceIds Per entry, the slice now held by its `to`.
+    function transferBatch(Transfer[] calldata transfers) external returns (uint256[] memory sliceIds) {
+        uint256 count = transfers.length;
+        if (count == 0) revert CertificateRegistryEmptyList();
+        sliceIds = new uint256[](count);
+        BatchCache memory cache;
+        cache.caller = _msgSender();
+        for (uint256 i; i < count;) {
+            sliceIds[i] = _transferEntry(transfers[i], cache);
+            // Cannot overflow: i < count, bounded by calldata size.
+            unchecked {
+                ++i;
+            }
+        }
+        _flushRuns(cache, true);
+    }
+
     /// @notice Withdraw an Active slice (issuing body only).
     function withdraw(uint256 sliceId) external onlyRole(ISSUER_ROLE) {
         uint256 packed = _activeSlice(sliceId);
@@ -212,6 +277,130 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev One claimBatch entry, with `claim`'s and `claimPart`'s checks in their order.
+    function _claimEntry(Claim calldata entry, BatchCache memory cache) private returns (uint256) {
+        uint256 productionSliceId = entry.productionSliceId;
+        uint256 consumptionSliceId = entry.consumptionSliceId;
+        uint256 production = _activeSlice(productionSliceId);
+        uint256 consumption = _activeSlice(consumptionSliceId);
+        if (_kindOf(production) != Kind.Production || _kindOf(consumption) != Kind.Consumption) {
+            revert CertificateRegistryKindMismatch(productionSliceId, consumptionSliceId);
+        }
+        address producer = _ownerOf(production);
+        address consumer = _ownerOf(consumption);
+        if (producer != cache.permittedA) {
+            _requirePermissionOf(cache.caller, producer);
+            cache.permittedA = producer;
+        }
+        if (consumer != producer && consumer != cache.permittedB) {
+            _requirePermissionOf(cache.caller, consumer);
+            cache.permittedB = consumer;
+        }
+        uint64 quantityWh = entry.quantityWh;
+        if (quantityWh == 0) {
+            uint64 productionWh = _quantityOf(production);
+            uint64 consumptionWh = _quantityOf(consumption);
+            if (productionWh != consumptionWh) {
+                revert CertificateRegistryQuantityMismatch(
+                    productionSliceId, productionWh, consumptionSliceId, consumptionWh
+                );
+            }
+        } else {
+            (productionSliceId, production) = _carve(productionSliceId, production, quantityWh);
+            (consumptionSliceId, consumption) = _carve(consumptionSliceId, consumption, quantityWh);
+        }
+        _slices[productionSliceId] = _withState(production, SliceState.Claimed);
+        _slices[consumptionSliceId] = _withState(consumption, SliceState.Claimed);
+        _debitA(cache, producer);
+        _debitB(cache, consumer);
+        emit SliceClaimed(productionSliceId, productionSliceId, consumptionSliceId, _quantityOf(production));
+        return productionSliceId;
+    }
+
+    /// @dev One transferBatch entry, with `transfer`'s and `transferPart`'s checks in their order.
+    function _transferEntry(Transfer calldata entry, BatchCache memory cache) private returns (uint256) {
+        uint256 sliceId = entry.sliceId;
+        uint256 packed = _activeSlice(sliceId);
+        address from = _ownerOf(packed);
+        if (from != cache.permittedA) {
+            _requirePermissionOf(cache.caller, from);
+            cache.permittedA = from;
+        }
+        address to = entry.to;
+        uint64 quantityWh = entry.quantityWh;
+        if (quantityWh != 0) {
+            if (to == address(0)) revert CertificateRegistryInvalidAddress(to);
+            uint64 available = _quantityOf(packed);
+            if (quantityWh > available) {
+                revert CertificateRegistryInsufficientQuantity(sliceId, available, quantityWh);
+            }
+            if (quantityWh != available) {
+                Part[] memory parts = new Part[](1);
+                parts[0] = Part(quantityWh, to);
+                return _split(sliceId, packed, parts)[0];
+            }
+        }
+        if (to != cache.openTo || to == address(0)) {
+            _requireOpenWallet(to);
+            cache.openTo = to;
+        }
+        _slices[sliceId] = (packed & ~_OWNER_MASK) | uint256(uint160(to));
+        if (from != to) {
+            _debitA(cache, from);
+            _creditB(cache, to);
+        }
+        emit SliceTransferred(sliceId, from, to);
+        return sliceId;
+    }
+
+    /// @dev Write the pending counts of both runs; run B credits when `creditB`, else debits.
+    function _flushRuns(BatchCache memory cache, bool creditB) private {
+        if (cache.countA != 0) _subActive(cache.runA, cache.countA);
+        if (cache.countB != 0) {
+            if (creditB) _addActive(cache.runB, cache.countB);
+            else _subActive(cache.runB, cache.countB);
+        }
+    }
+
+    /// @dev One Active slice fewer in `wallet`, written when run A moves to another wallet.
+    function _debitA(BatchCache memory cache, address wallet) private {
+        if (wallet != cache.runA) {
+            if (cache.countA != 0) _subActive(cache.runA, cache.countA);
+            cache.runA = wallet;
+            cache.countA = 0;
+        }
+        // Cannot overflow: at most one per entry of the batch.
+        unchecked {
+            ++cache.countA;
+        }
+    }
+
+    /// @dev One Active slice fewer in `wallet`, written when run B moves to another wallet.
+    function _debitB(BatchCache memory cache, address wallet) private {
+        if (wallet != cache.runB) {
+            if (cache.countB != 0) _subActive(cache.runB, cache.countB);
+            cache.runB = wallet;
+            cache.countB = 0;
+        }
+        // Cannot overflow: at most one per entry of the batch.
+        unchecked {
+            ++cache.countB;
+        }
+    }
+
+    /// @dev One Active slice more in `wallet`, written when run B moves to another wallet.
+    function _creditB(BatchCache memory cache, address wallet) private {
+        if (wallet != cache.runB) {
+            if (cache.countB != 0) _addActive(cache.runB, cache.countB);
+            cache.runB = wallet;
+            cache.countB = 0;
+        }
+        // Cannot overflow: at most one per entry of the batch.
+        unchecked {
+            ++cache.countB;
+        }
+    }
 
     function _allocateIds(uint256 count) private returns (uint256 first) {
         first = _nextId;
@@ -343,7 +532,10 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     }
 
     function _requirePermission(address wallet) private view {
-        address caller = _msgSender();
+        _requirePermissionOf(_msgSender(), wallet);
+    }
+
+    function _requirePermissionOf(address caller, address wallet) private view {
         if (caller != wallet && !_operators[wallet][caller]) revert CertificateRegistryUnauthorized(caller, wallet);
     }
 
@@ -352,17 +544,25 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         if (_wallets[wallet] & _CLOSED != 0) revert CertificateRegistryWalletClosed(wallet);
     }
 
+    /// @dev The count is changed modulo 2**64 inside its own 64 bits, never touching the closed
+    /// flag. Bulk commands defer the counts of their runs; their order keeps every stored count
+    /// at or above zero (a receiver's pending credit is written as soon as an entry names another
+    /// receiver, which any entry debiting that wallet does), but were a count ever to pass below
+    /// zero between two writes it could not flip the closed flag, and once every run is written
+    /// it is exact: a wallet never holds 2**64 Active slices (there are at most MAX_ID < 2**64).
     function _addActive(address wallet, uint256 count) private {
-        // A wallet cannot hold more Active slices than ids exist (MAX_ID < 2**64).
+        // Cannot reach 2**64 (see above); the mask keeps any wrap inside the count's bits.
         unchecked {
-            _wallets[wallet] += count;
+            uint256 word = _wallets[wallet];
+            _wallets[wallet] = (word & ~_ACTIVE_MASK) | ((word + count) & _ACTIVE_MASK);
         }
     }
 
     function _subActive(address wallet, uint256 count) private {
-        // Only called for slices the wallet holds Active, each counted once when it became so.
+        // Only for slices the wallet holds Active (see _addActive); masked like it.
         unchecked {
-            _wallets[wallet] -= count;
+            uint256 word = _wallets[wallet];
+            _wallets[wallet] = (word & ~_ACTIVE_MASK) | ((word - count) & _ACTIVE_MASK);
         }
     }
 

@@ -35,6 +35,22 @@ interface ICertificateRegistry {
         address to;
     }
 
+    /// @dev One entry of `claimBatch`. `quantityWh == 0` claims both slices whole, which must then
+    /// hold equal quantities (as `claim`); otherwise it claims that much of each (as `claimPart`).
+    struct Claim {
+        uint256 productionSliceId;
+        uint256 consumptionSliceId;
+        uint64 quantityWh;
+    }
+
+    /// @dev One entry of `transferBatch`. `quantityWh == 0` sends the whole slice (as `transfer`);
+    /// otherwise that much of it (as `transferPart`).
+    struct Transfer {
+        uint256 sliceId;
+        uint64 quantityWh;
+        address to;
+    }
+
     /// @dev A batch was issued: certificates `firstCertificateId .. firstCertificateId+count-1`.
     event BatchIssued(bytes32 indexed batchId, uint256 firstCertificateId, uint256 count);
     /// @dev A certificate was issued; its initial slice has the certificate's id.
@@ -75,6 +91,10 @@ interface ICertificateRegistry {
     );
     error CertificateRegistryInvalidOperator(address wallet, address operator);
     error CertificateRegistryIdSpaceExhausted(uint256 lastId, uint256 maxId);
+    /// @dev A certificate's quantity does not fit the 48 bits of the packed slice.
+    error CertificateRegistryQuantityTooLarge(uint256 certificateId, uint64 quantityWh, uint64 maxQuantityWh);
+    /// @dev `claimBatch` or `transferBatch` was called with no entries.
+    error CertificateRegistryEmptyList();
 
     function issueBatch(bytes32 batchId, Issuance[] calldata items) external returns (uint256 firstCertificateId);
     function split(uint256 sliceId, Part[] calldata parts) external returns (uint256[] memory sliceIds);
@@ -84,6 +104,13 @@ interface ICertificateRegistry {
     function claimPart(uint256 productionSliceId, uint256 consumptionSliceId, uint64 quantityWh)
         external
         returns (uint256 claimId);
+    /// @dev Every entry as its single command would do it, in order, all or nothing; the same
+    /// per-entry events (SliceClaimed, and SliceSplit where a side is split first).
+    function claimBatch(Claim[] calldata claims) external returns (uint256[] memory claimIds);
+    /// @dev Every entry as its single command would do it, in order, all or nothing; the same
+    /// per-entry events (SliceTransferred, or SliceSplit for a part). Returns the slices now held
+    /// by each entry's `to`.
+    function transferBatch(Transfer[] calldata transfers) external returns (uint256[] memory sliceIds);
     function withdraw(uint256 sliceId) external;
     function closeWallet() external;
     function setOperator(address operator, bool approved) external;

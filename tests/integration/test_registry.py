@@ -19,10 +19,12 @@ from tests.integration.chain import Chain
 PRODUCTION, CONSUMPTION = 0, 1
 NONE, ACTIVE, REMOVED, CLAIMED, WITHDRAWN, EXPIRED = range(6)
 ZERO_ADDRESS = "0x" + "00" * 20
-MAX_ID = (1 << 28) - 1
+MAX_ID = (1 << 44) - 1
 ISSUER_ROLE = keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
+MAX_QUANTITY_WH = (1 << 48) - 1
 NEXT_ID_SLOT = 1  # AccessControl._roles is slot 0; CertificateRegistry._nextId follows
+SLICES_SLOT = 2  # CertificateRegistry._slices follows _nextId
 
 _batch_numbers = itertools.count(1)
 
@@ -1208,3 +1210,589 @@ def test_reverts_accepts_checksummed_fixture_addresses(
 
     with chain.reverts("CertificateRegistryUnauthorized", stranger, owner):
         chain.registry.functions.transfer(cert, stranger).transact({"from": stranger})
+
+
+# ------------------------------------------------------------------ the packed layout, its bounds
+
+
+def move_next_id(chain: Chain, next_id: int) -> None:
+    """Move the id counter (storage slot 1) with anvil_setStorageAt: no test-only code path."""
+    chain.w3.provider.make_request(
+        "anvil_setStorageAt",  # type: ignore[arg-type]
+        [chain.registry.address, hex(NEXT_ID_SLOT), "0x" + next_id.to_bytes(32, "big").hex()],
+    )
+    assert chain.registry.functions.nextId().call() == next_id
+
+
+def stored_word(chain: Chain, slice_id: int) -> int:
+    """The raw storage word of `_slices[slice_id]`."""
+    slot = keccak(slice_id.to_bytes(32, "big") + SLICES_SLOT.to_bytes(32, "big"))
+    return int.from_bytes(chain.w3.eth.get_storage_at(chain.registry.address, slot), "big")
+
+
+def packed(owner: str, quantity_wh: int, certificate_id: int, state: int, kind: int) -> int:
+    """owner 160 | quantityWh 48 | certificateId 44 | state 3 | kind 1, from the low bits."""
+    return int(owner, 16) | quantity_wh << 160 | certificate_id << 208 | state << 252 | kind << 255
+
+
+def test_the_bounds_are_44_bit_ids_and_48_bit_quantities(chain: Chain) -> None:
+    assert chain.registry.functions.MAX_ID().call() == MAX_ID == (1 << 44) - 1
+    assert chain.registry.functions.MAX_QUANTITY_WH().call() == MAX_QUANTITY_WH
+
+
+def test_a_slice_is_one_word_with_every_field_at_its_place(
+    chain: Chain, issuer: str, owner: str, buyer: str
+) -> None:
+    # Every field at its largest: a neighbour's bits would show if any field overlapped another.
+    move_next_id(chain, MAX_ID - 2)
+    cert = issue_one(chain, issuer, owner, MAX_QUANTITY_WH, kind=CONSUMPTION)
+    assert cert == MAX_ID - 2
+    assert stored_word(chain, cert) == packed(owner, MAX_QUANTITY_WH, cert, ACTIVE, CONSUMPTION)
+
+    (child, rest), _ = split(chain, owner, cert, [(1, buyer)])
+
+    assert (child, rest) == (MAX_ID - 1, MAX_ID)
+    assert stored_word(chain, cert) == packed(owner, MAX_QUANTITY_WH, cert, REMOVED, CONSUMPTION)
+    assert stored_word(chain, child) == packed(buyer, 1, cert, ACTIVE, CONSUMPTION)
+    assert stored_word(chain, rest) == packed(owner, MAX_QUANTITY_WH - 1, cert, ACTIVE, CONSUMPTION)
+    assert slice_of(chain, rest) == Slice(owner, CONSUMPTION, ACTIVE, MAX_QUANTITY_WH - 1, cert)
+
+
+def test_ids_past_2_to_the_28_work_in_every_command(
+    chain: Chain, issuer: str, owner: str, buyer: str
+) -> None:
+    """The old bound was 2**28 - 1: ids on both sides of it and of 2**32 and 2**40 behave."""
+    for start in (1 << 28, 1 << 32, 1 << 40):
+        move_next_id(chain, start - 1)
+        production, consumption, spare = issue(
+            chain,
+            issuer,
+            [(owner, PRODUCTION, 900), (owner, CONSUMPTION, 500), (owner, PRODUCTION, 40)],
+        )
+        assert (production, consumption, spare) == (start - 1, start, start + 1)
+
+        (claim_id,), receipt = transact(
+            chain, chain.registry.functions.claimBatch([(production, consumption, 500)]), owner
+        )
+        (split_event,) = chain.events(receipt, "SliceSplit")
+        assert split_event.args.parentSliceId == production
+        assert list(split_event.args.childSliceIds) == [start + 2, start + 3]
+        assert claim_id == start + 2
+        assert slice_of(chain, claim_id) == Slice(owner, PRODUCTION, CLAIMED, 500, production)
+        assert slice_of(chain, start + 3) == Slice(owner, PRODUCTION, ACTIVE, 400, production)
+
+        (moved,), _ = transact(
+            chain, chain.registry.functions.transferBatch([(spare, 0, buyer)]), owner
+        )
+        assert moved == spare
+        assert slice_of(chain, spare) == Slice(buyer, PRODUCTION, ACTIVE, 40, spare)
+
+
+@pytest.mark.parametrize(
+    "quantity_wh",
+    [MAX_QUANTITY_WH + 1, (1 << 64) - 1],
+    ids=["2**48", "uint64_max"],
+)
+def test_issue_batch_over_48_bits_reverts_with_the_numbers(
+    chain: Chain, issuer: str, owner: str, quantity_wh: int
+) -> None:
+    first = chain.registry.functions.nextId().call()
+
+    with chain.reverts(
+        "CertificateRegistryQuantityTooLarge", first + 1, quantity_wh, MAX_QUANTITY_WH
+    ):
+        issue(
+            chain, issuer, [(owner, PRODUCTION, MAX_QUANTITY_WH), (owner, PRODUCTION, quantity_wh)]
+        )
+    assert chain.registry.functions.nextId().call() == first
+
+
+def test_issue_batch_of_exactly_the_largest_quantity_holds_it(
+    chain: Chain, issuer: str, owner: str
+) -> None:
+    cert = issue_one(chain, issuer, owner, MAX_QUANTITY_WH)
+
+    assert slice_of(chain, cert) == Slice(owner, PRODUCTION, ACTIVE, MAX_QUANTITY_WH, cert)
+
+
+# ------------------------------------------------------------------ bulk commands: shared helpers
+
+
+def all_events(chain: Chain, receipt: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every registry event of the receipt, in log order, as (name, args)."""
+    found = []
+    for name in ("SliceSplit", "SliceTransferred", "SliceClaimed", "CertificateIssued"):
+        for event in chain.events(receipt, name):
+            args = {k: list(v) if isinstance(v, list | tuple) else v for k, v in event.args.items()}
+            found.append((event.logIndex, name, args))
+    assert len(found) == len(receipt["logs"]), "a log of an unexpected event"
+    return [(name, args) for _, name, args in sorted(found, key=lambda e: e[0])]
+
+
+def snapshot(chain: Chain) -> str:
+    result: str = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    return result
+
+
+def revert_to(chain: Chain, snapshot_id: str) -> None:
+    assert chain.w3.provider.make_request("evm_revert", [snapshot_id])["result"] is True  # type: ignore[arg-type]
+
+
+def registry_state(chain: Chain, *wallets: str) -> tuple[dict[int, Slice], list[tuple[bool, int]]]:
+    return all_slices(chain), [wallet_of(chain, w) for w in wallets]
+
+
+# ------------------------------------------------------------------ claimBatch
+
+
+def test_claim_batch_claims_each_pair_and_emits_the_single_claims_events(
+    chain: Chain, issuer: str, owner: str
+) -> None:
+    p1, c1, p2, c2 = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 500),
+            (owner, CONSUMPTION, 500),
+            (owner, PRODUCTION, 70),
+            (owner, CONSUMPTION, 70),
+        ],
+    )
+
+    claim_ids, receipt = transact(
+        chain, chain.registry.functions.claimBatch([(p1, c1, 0), (p2, c2, 0)]), owner
+    )
+
+    assert claim_ids == [p1, p2]
+    assert all_events(chain, receipt) == [
+        (
+            "SliceClaimed",
+            {"claimId": p1, "productionSliceId": p1, "consumptionSliceId": c1, "quantityWh": 500},
+        ),
+        (
+            "SliceClaimed",
+            {"claimId": p2, "productionSliceId": p2, "consumptionSliceId": c2, "quantityWh": 70},
+        ),
+    ]
+    for slice_id in (p1, c1, p2, c2):
+        assert slice_of(chain, slice_id).state == CLAIMED
+    assert active_count(chain, owner) == 0
+
+
+@pytest.mark.parametrize(
+    ("quantity_wh", "split_production", "split_consumption"),
+    [(400, False, False), (399, True, True), (300, False, True)],
+    ids=["both_exactly_size", "size_minus_1_splits_both", "consumption_larger_splits"],
+)
+def test_claim_batch_with_a_quantity_splits_only_what_holds_more(
+    chain: Chain,
+    issuer: str,
+    owner: str,
+    quantity_wh: int,
+    split_production: bool,
+    split_consumption: bool,
+) -> None:
+    production_wh = 400 if quantity_wh != 300 else 300
+    production, consumption = issue(
+        chain, issuer, [(owner, PRODUCTION, production_wh), (owner, CONSUMPTION, 400)]
+    )
+
+    (claim_id,), receipt = transact(
+        chain, chain.registry.functions.claimBatch([(production, consumption, quantity_wh)]), owner
+    )
+
+    splits = [
+        args["parentSliceId"] for name, args in all_events(chain, receipt) if name == "SliceSplit"
+    ]
+    assert splits == [
+        s for s, did in ((production, split_production), (consumption, split_consumption)) if did
+    ]
+    (claimed,) = chain.events(receipt, "SliceClaimed")
+    assert claimed.args.claimId == claim_id
+    assert claimed.args.quantityWh == quantity_wh
+    assert slice_of(chain, claim_id) == Slice(owner, PRODUCTION, CLAIMED, quantity_wh, production)
+    assert slice_of(chain, claimed.args.consumptionSliceId).quantity_wh == quantity_wh
+    assert live_sum(chain, production) == production_wh
+    assert live_sum(chain, consumption) == 400
+    assert_wallet_counts_match_slices(chain, owner)
+
+
+def test_claim_batch_of_one_wh_more_than_a_slice_holds_reverts(
+    chain: Chain, issuer: str, owner: str
+) -> None:
+    production, consumption = issue(
+        chain, issuer, [(owner, PRODUCTION, 400), (owner, CONSUMPTION, 400)]
+    )
+
+    with chain.reverts("CertificateRegistryInsufficientQuantity", production, 400, 401):
+        chain.registry.functions.claimBatch([(production, consumption, 401)]).transact(
+            {"from": owner}
+        )
+
+
+def test_claim_batch_of_a_larger_consumption_reverts_on_that_side(
+    chain: Chain, issuer: str, owner: str
+) -> None:
+    production, consumption = issue(
+        chain, issuer, [(owner, PRODUCTION, 500), (owner, CONSUMPTION, 300)]
+    )
+
+    with chain.reverts("CertificateRegistryInsufficientQuantity", consumption, 300, 301):
+        chain.registry.functions.claimBatch([(production, consumption, 301)]).transact(
+            {"from": owner}
+        )
+    assert slice_of(chain, production) == Slice(owner, PRODUCTION, ACTIVE, 500, production)
+
+
+def test_claim_batch_across_wallets_by_an_operator_of_both(
+    chain: Chain, issuer: str, owner: str, buyer: str, stranger: str
+) -> None:
+    p1, c1, p2, c2 = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 10),
+            (buyer, CONSUMPTION, 10),
+            (owner, PRODUCTION, 20),
+            (buyer, CONSUMPTION, 20),
+        ],
+    )
+    set_operator(chain, owner, stranger)
+    set_operator(chain, buyer, stranger)
+
+    chain.send(chain.registry.functions.claimBatch([(p1, c1, 0), (p2, c2, 0)]), stranger)
+
+    assert [slice_of(chain, s).state for s in (p1, c1, p2, c2)] == [CLAIMED] * 4
+    assert wallet_of(chain, owner) == (False, 0)
+    assert wallet_of(chain, buyer) == (False, 0)
+
+
+def _claim_revert_cases(
+    chain: Chain, issuer: str, owner: str, buyer: str
+) -> dict[str, tuple[list[tuple[int, int, int]], str, tuple[Any, ...]]]:
+    """Per case: a batch whose first entry is valid and whose second breaks one rule."""
+    p1, c1, p2, c2, pb, c_big = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 100),
+            (owner, CONSUMPTION, 100),
+            (owner, PRODUCTION, 50),
+            (owner, CONSUMPTION, 50),
+            (buyer, PRODUCTION, 50),
+            (owner, CONSUMPTION, 60),
+        ],
+    )
+    unknown = chain.registry.functions.nextId().call() + 10
+    ok = (p1, c1, 0)
+    return {
+        "unknown_slice": ([ok, (unknown, c2, 0)], "CertificateRegistryUnknownSlice", (unknown,)),
+        "claimed_in_the_same_batch": (
+            [ok, (p1, c2, 0)],
+            "CertificateRegistrySliceNotActive",
+            (p1, CLAIMED),
+        ),
+        "kind_mismatch": ([ok, (c2, p2, 0)], "CertificateRegistryKindMismatch", (c2, p2)),
+        "unauthorized": ([ok, (pb, c2, 0)], "CertificateRegistryUnauthorized", (owner, buyer)),
+        "quantity_mismatch_whole": (
+            [ok, (p2, c_big, 0)],
+            "CertificateRegistryQuantityMismatch",
+            (p2, 50, c_big, 60),
+        ),
+        "one_wh_over": (
+            [ok, (p2, c2, 51)],
+            "CertificateRegistryInsufficientQuantity",
+            (p2, 50, 51),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown_slice",
+        "claimed_in_the_same_batch",
+        "kind_mismatch",
+        "unauthorized",
+        "quantity_mismatch_whole",
+        "one_wh_over",
+    ],
+)
+def test_claim_batch_reverts_whole_with_the_failing_entrys_error(
+    chain: Chain, issuer: str, owner: str, buyer: str, case: str
+) -> None:
+    entries, error, args = _claim_revert_cases(chain, issuer, owner, buyer)[case]
+    before = registry_state(chain, owner, buyer)
+
+    with chain.reverts(error, *args):
+        chain.registry.functions.claimBatch(entries).transact({"from": owner})
+    assert registry_state(chain, owner, buyer) == before
+
+
+def test_claim_batch_with_no_entries_reverts(chain: Chain, owner: str) -> None:
+    with chain.reverts("CertificateRegistryEmptyList"):
+        chain.registry.functions.claimBatch([]).transact({"from": owner})
+
+
+def test_claim_batch_is_the_sequence_of_single_claims(
+    chain: Chain, issuer: str, owner: str, buyer: str
+) -> None:
+    """Same slices, wallets, return values and events, in the same order, as claim/claimPart."""
+    p1, c1, p2, c2, p3, c3 = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 100),
+            (owner, CONSUMPTION, 100),
+            (owner, PRODUCTION, 80),
+            (buyer, CONSUMPTION, 50),
+            (buyer, PRODUCTION, 30),
+            (owner, CONSUMPTION, 90),
+        ],
+    )
+    set_operator(chain, buyer, owner)
+    # whole; production split; both split, across wallets (owner operates buyer's)
+    entries = [(p1, c1, 0), (p2, c2, 50), (p3, c3, 29)]
+    start = snapshot(chain)
+
+    returned, receipt = transact(chain, chain.registry.functions.claimBatch(entries), owner)
+    bulk = (returned, all_events(chain, receipt), registry_state(chain, owner, buyer))
+    revert_to(chain, start)
+
+    singles_returned, singles_events = [], []
+    for production, consumption, quantity_wh in entries:
+        call = (
+            chain.registry.functions.claim(production, consumption)
+            if quantity_wh == 0
+            else chain.registry.functions.claimPart(production, consumption, quantity_wh)
+        )
+        claim_id, single_receipt = transact(chain, call, owner)
+        singles_returned.append(claim_id)
+        singles_events += all_events(chain, single_receipt)
+    assert bulk == (singles_returned, singles_events, registry_state(chain, owner, buyer))
+
+
+# ------------------------------------------------------------------ transferBatch
+
+
+def test_transfer_batch_of_whole_slices_moves_each_and_emits_the_single_transfers_events(
+    chain: Chain, issuer: str, owner: str, buyer: str
+) -> None:
+    s1, s2, s3 = issue(
+        chain, issuer, [(owner, PRODUCTION, 10), (owner, CONSUMPTION, 20), (owner, PRODUCTION, 30)]
+    )
+
+    returned, receipt = transact(
+        chain,
+        chain.registry.functions.transferBatch([(s1, 0, buyer), (s2, 0, buyer), (s3, 0, owner)]),
+        owner,
+    )
+
+    assert returned == [s1, s2, s3]
+    assert all_events(chain, receipt) == [
+        ("SliceTransferred", {"sliceId": s1, "from": owner, "to": buyer}),
+        ("SliceTransferred", {"sliceId": s2, "from": owner, "to": buyer}),
+        ("SliceTransferred", {"sliceId": s3, "from": owner, "to": owner}),
+    ]
+    assert slice_of(chain, s1) == Slice(buyer, PRODUCTION, ACTIVE, 10, s1)
+    assert slice_of(chain, s2) == Slice(buyer, CONSUMPTION, ACTIVE, 20, s2)
+    assert slice_of(chain, s3) == Slice(owner, PRODUCTION, ACTIVE, 30, s3)
+    assert wallet_of(chain, owner) == (False, 1)
+    assert wallet_of(chain, buyer) == (False, 2)
+
+
+@pytest.mark.parametrize(
+    ("quantity_wh", "splits"),
+    [(0, False), (100, False), (99, True), (1, True)],
+    ids=["zero_means_whole", "exactly_size", "size_minus_1", "one_wh"],
+)
+def test_transfer_batch_with_a_quantity_splits_only_below_the_slice(
+    chain: Chain, issuer: str, owner: str, buyer: str, quantity_wh: int, splits: bool
+) -> None:
+    cert = issue_one(chain, issuer, owner, 100)
+
+    (moved,), receipt = transact(
+        chain, chain.registry.functions.transferBatch([(cert, quantity_wh, buyer)]), owner
+    )
+
+    events = all_events(chain, receipt)
+    if splits:
+        assert [name for name, _ in events] == ["SliceSplit"]
+        assert events[0][1]["owners"] == [buyer, owner]
+        assert events[0][1]["quantitiesWh"] == [quantity_wh, 100 - quantity_wh]
+        assert moved == cert + 1
+        assert slice_of(chain, moved) == Slice(buyer, PRODUCTION, ACTIVE, quantity_wh, cert)
+        assert slice_of(chain, cert).state == REMOVED
+    else:
+        assert events == [("SliceTransferred", {"sliceId": cert, "from": owner, "to": buyer})]
+        assert moved == cert
+        assert slice_of(chain, cert) == Slice(buyer, PRODUCTION, ACTIVE, 100, cert)
+    assert live_sum(chain, cert) == 100
+    assert_wallet_counts_match_slices(chain, owner, buyer)
+
+
+def test_transfer_batch_passes_a_received_slice_on_in_the_same_batch(
+    chain: Chain, issuer: str, owner: str, buyer: str, stranger: str
+) -> None:
+    """An operator of both wallets: owner -> buyer, then buyer -> stranger, then back."""
+    s1, s2 = issue(chain, issuer, [(owner, PRODUCTION, 10), (owner, PRODUCTION, 20)])
+    set_operator(chain, owner, stranger)
+    set_operator(chain, buyer, stranger)
+
+    chain.send(
+        chain.registry.functions.transferBatch(
+            [(s1, 0, buyer), (s2, 0, buyer), (s1, 0, stranger), (s2, 5, owner), (s1, 0, stranger)]
+        ),
+        stranger,
+    )
+
+    assert slice_of(chain, s1).owner == stranger
+    assert slice_of(chain, s2).state == REMOVED
+    assert wallet_of(chain, owner) == (False, 1)  # the 5 Wh child of s2
+    assert wallet_of(chain, buyer) == (False, 1)  # the 15 Wh rest of s2
+    assert wallet_of(chain, stranger) == (False, 1)
+    assert_wallet_counts_match_slices(chain, owner, buyer, stranger)
+
+
+def _transfer_revert_cases(
+    chain: Chain, issuer: str, owner: str, buyer: str, stranger: str
+) -> dict[str, tuple[list[tuple[int, int, str]], str, tuple[Any, ...]]]:
+    """Per case: a batch whose first entry is valid and whose second breaks one rule."""
+    s1, s2, s_buyer, s_claimed, c_claimed = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 100),
+            (owner, PRODUCTION, 50),
+            (buyer, PRODUCTION, 50),
+            (owner, PRODUCTION, 7),
+            (owner, CONSUMPTION, 7),
+        ],
+    )
+    chain.send(chain.registry.functions.claim(s_claimed, c_claimed), owner)
+    close_wallet(chain, stranger)
+    unknown = chain.registry.functions.nextId().call() + 10
+    ok = (s1, 0, buyer)
+    return {
+        "unknown_slice": ([ok, (unknown, 0, buyer)], "CertificateRegistryUnknownSlice", (unknown,)),
+        "not_active": (
+            [ok, (s_claimed, 0, buyer)],
+            "CertificateRegistrySliceNotActive",
+            (s_claimed, CLAIMED),
+        ),
+        "unauthorized": (
+            [ok, (s_buyer, 0, owner)],
+            "CertificateRegistryUnauthorized",
+            (owner, buyer),
+        ),
+        "moved_away_in_the_same_batch": (
+            [ok, (s1, 0, owner)],
+            "CertificateRegistryUnauthorized",
+            (owner, buyer),
+        ),
+        "whole_to_zero_address": (
+            [ok, (s2, 0, ZERO_ADDRESS)],
+            "CertificateRegistryInvalidAddress",
+            (ZERO_ADDRESS,),
+        ),
+        "first_entry_whole_to_zero_address": (
+            [(s2, 0, ZERO_ADDRESS)],
+            "CertificateRegistryInvalidAddress",
+            (ZERO_ADDRESS,),
+        ),
+        "part_to_zero_address": (
+            [ok, (s2, 5, ZERO_ADDRESS)],
+            "CertificateRegistryInvalidAddress",
+            (ZERO_ADDRESS,),
+        ),
+        "one_wh_over": (
+            [ok, (s2, 51, buyer)],
+            "CertificateRegistryInsufficientQuantity",
+            (s2, 50, 51),
+        ),
+        "whole_to_closed_wallet": (
+            [ok, (s2, 0, stranger)],
+            "CertificateRegistryWalletClosed",
+            (stranger,),
+        ),
+        "part_to_closed_wallet": (
+            [ok, (s2, 5, stranger)],
+            "CertificateRegistryWalletClosed",
+            (stranger,),
+        ),
+    }
+
+
+TRANSFER_REVERT_CASES = [
+    "unknown_slice",
+    "not_active",
+    "unauthorized",
+    "moved_away_in_the_same_batch",
+    "whole_to_zero_address",
+    "first_entry_whole_to_zero_address",
+    "part_to_zero_address",
+    "one_wh_over",
+    "whole_to_closed_wallet",
+    "part_to_closed_wallet",
+]
+
+
+@pytest.mark.parametrize("case", TRANSFER_REVERT_CASES)
+def test_transfer_batch_reverts_whole_with_the_failing_entrys_error(
+    chain: Chain, issuer: str, owner: str, buyer: str, stranger: str, case: str
+) -> None:
+    entries, error, args = _transfer_revert_cases(chain, issuer, owner, buyer, stranger)[case]
+    before = registry_state(chain, owner, buyer, stranger)
+
+    with chain.reverts(error, *args):
+        chain.registry.functions.transferBatch(entries).transact({"from": owner})
+    assert registry_state(chain, owner, buyer, stranger) == before
+
+
+def test_transfer_batch_with_no_entries_reverts(chain: Chain, owner: str) -> None:
+    with chain.reverts("CertificateRegistryEmptyList"):
+        chain.registry.functions.transferBatch([]).transact({"from": owner})
+
+
+def test_transfer_batch_is_the_sequence_of_single_transfers(
+    chain: Chain, issuer: str, owner: str, buyer: str, stranger: str
+) -> None:
+    """Same slices, wallets, return values and events, in the same order, as
+    transfer/transferPart."""
+    s1, s2, s3, s4 = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 100),
+            (owner, CONSUMPTION, 80),
+            (buyer, PRODUCTION, 30),
+            (owner, PRODUCTION, 60),
+        ],
+    )
+    set_operator(chain, buyer, owner)
+    # whole; a part; another wallet's slice as its operator; to oneself; exactly the slice
+    entries = [
+        (s1, 0, buyer),
+        (s2, 30, stranger),
+        (s3, 0, stranger),
+        (s4, 0, owner),
+        (s4, 60, buyer),
+    ]
+    start = snapshot(chain)
+
+    returned, receipt = transact(chain, chain.registry.functions.transferBatch(entries), owner)
+    bulk = (returned, all_events(chain, receipt), registry_state(chain, owner, buyer, stranger))
+    revert_to(chain, start)
+
+    singles_returned, singles_events = [], []
+    for slice_id, quantity_wh, to in entries:
+        if quantity_wh == 0:
+            single_receipt = chain.send(chain.registry.functions.transfer(slice_id, to), owner)
+            singles_returned.append(slice_id)
+        else:
+            moved, single_receipt = transact(
+                chain, chain.registry.functions.transferPart(slice_id, quantity_wh, to), owner
+            )
+            singles_returned.append(moved)
+        singles_events += all_events(chain, single_receipt)
+    assert bulk == (singles_returned, singles_events, registry_state(chain, owner, buyer, stranger))

@@ -8,14 +8,17 @@ custom error it corresponds to.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import partial
 from typing import Any
 
 from granular.errors import ValidationError
 
 ZERO_ADDRESS = "0x" + "0" * 40
-MAX_ID = (1 << 28) - 1
+MAX_ID = (1 << 44) - 1  # the 44 bits of the packed certificate id
+MAX_QUANTITY_WH = (1 << 48) - 1  # the 48 bits of the packed quantity
 ISSUER_ROLE = "ISSUER_ROLE"
 
 
@@ -55,6 +58,26 @@ class Issuance:
 class Part:
     quantity_wh: int
     to: str = ZERO_ADDRESS  # the zero address keeps the part with the slice's owner
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One claim_batch entry: 0 Wh claims both slices whole (and equal), else that much.
+    Fields in the contract struct's order."""
+
+    production_id: int
+    consumption_id: int
+    quantity_wh: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One transfer_batch entry: 0 Wh sends the whole slice, else that much of it.
+    Fields in the contract struct's order."""
+
+    slice_id: int
+    quantity_wh: int
+    to: str
 
 
 class SliceRuleViolation(ValidationError):
@@ -130,6 +153,17 @@ class RegistryModel:
                     slice_id,
                     message=f"certificate {slice_id}: quantity_wh must be > 0",
                 )
+            if item.quantity_wh > MAX_QUANTITY_WH:
+                raise _violation(
+                    "CertificateRegistryQuantityTooLarge",
+                    slice_id,
+                    item.quantity_wh,
+                    MAX_QUANTITY_WH,
+                    message=(
+                        f"certificate {slice_id}: {item.quantity_wh} Wh exceeds the "
+                        f"{MAX_QUANTITY_WH} Wh a slice can hold"
+                    ),
+                )
             self._require_open_wallet(item.owner)
             created.append(
                 Slice(
@@ -204,6 +238,16 @@ class RegistryModel:
         consumption = self._carve(consumption, quantity_wh)
         return self._claim(production, consumption)
 
+    def claim_batch(self, caller: str, claims: Sequence[Claim]) -> list[int]:
+        """Each entry as `claim` (0 Wh) or `claim_part` would, in order; all or nothing.
+        The claim ids, one per entry."""
+        return self._all_or_nothing([partial(self._claim_entry, caller, e) for e in claims])
+
+    def transfer_batch(self, caller: str, transfers: Sequence[Transfer]) -> list[int]:
+        """Each entry as `transfer` (0 Wh) or `transfer_part` would, in order; all or nothing.
+        The slice now held by each entry's `to`."""
+        return self._all_or_nothing([partial(self._transfer_entry, caller, e) for e in transfers])
+
     def withdraw(self, caller: str, slice_id: int) -> None:
         if caller not in self.issuers:
             raise _violation(
@@ -244,6 +288,37 @@ class RegistryModel:
             self.operators.discard((caller, operator))
 
     # ------------------------------------------------------------ internals
+
+    def _all_or_nothing(self, entries: list[Callable[[], int]]) -> list[int]:
+        """Run a bulk command's entries; the first violation undoes them all, as a revert."""
+        if not entries:
+            raise _violation("CertificateRegistryEmptyList", message="a bulk command needs entries")
+        saved = (
+            dict(self.slices),
+            set(self.closed),
+            dict(self.active_count),
+            set(self.operators),
+            set(self.batches),
+            self.next_id,
+        )
+        try:
+            return [entry() for entry in entries]
+        except SliceRuleViolation:
+            slices, closed, active, operators, batches, next_id = saved
+            self.slices, self.closed, self.active_count = slices, closed, active
+            self.operators, self.batches, self.next_id = operators, batches, next_id
+            raise
+
+    def _claim_entry(self, caller: str, entry: Claim) -> int:
+        if entry.quantity_wh == 0:
+            return self.claim(caller, entry.production_id, entry.consumption_id)
+        return self.claim_part(caller, entry.production_id, entry.consumption_id, entry.quantity_wh)
+
+    def _transfer_entry(self, caller: str, entry: Transfer) -> int:
+        if entry.quantity_wh == 0:
+            self.transfer(caller, entry.slice_id, entry.to)
+            return entry.slice_id
+        return self.transfer_part(caller, entry.slice_id, entry.quantity_wh, entry.to)
 
     def _allocate(self, count: int) -> int:
         last = self.next_id + count - 1
