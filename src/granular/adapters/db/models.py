@@ -6,6 +6,7 @@ from granular.adapters.db import (  # noqa: F401
     accounts,
     devices,
     headers,
+    mirror,
     outbox,
     readings,
     reservations,
