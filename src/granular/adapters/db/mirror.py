@@ -862,3 +862,18 @@ def get_wallet(*, session: Session, address: str) -> WalletView | None:
     return WalletView(
         row.address, row.closed, row.active_slices, row.name, tuple(operators.get(address, ()))
     )
+
+
+def is_operator(*, session: Session, wallet: str, operator: str) -> bool:
+    row = session.get(MirrorOperatorRow, (wallet, operator))
+    return bool(row is not None and row.approved)
+
+
+def set_wallet_name(*, session: Session, address: str, name: str | None) -> None:
+    """Name a wallet (an API-side label; the chain knows no names). A wallet the chain has
+    not mentioned yet gets a row with zero counters; the indexer keeps the name."""
+    row = session.get(MirrorWalletRow, address)
+    if row is None:
+        session.add(MirrorWalletRow(address=address, closed=False, active_slices=0, name=name))
+    else:
+        row.name = name
