@@ -280,3 +280,14 @@ def reindex(
     with sessions.begin() as session:
         db.clear_mirror(session=session, keep_events=False)
     return index_once(sessions=sessions, source=source, config=config, now=now)
+
+
+def open_source(*, rpc_url: str, registry: str) -> tuple[BlockSource, int]:
+    """The registry's event reader on `rpc_url`, and the chain id the node reports (for
+    the CLI and the daemon job: `IndexerConfig(chain_id=..., deployment_block=record's
+    blockNumber, confirmations=Settings' confirmations)`)."""
+    from granular.adapters.chain.client import connect
+    from granular.adapters.chain.events import RegistryEventReader
+
+    w3, chain_id = connect(rpc_url)
+    return RegistryEventReader(w3, registry), chain_id

@@ -154,7 +154,8 @@ class RegistryEventReader:
 
     def __init__(self, w3: Web3, registry: str, *, max_range_blocks: int = 2_000) -> None:
         self._w3 = w3
-        self.registry = to_checksum_address(registry)
+        self._address = to_checksum_address(registry)
+        self.registry: str = self._address
         self.max_range_blocks = max_range_blocks
         abi = Artifact.load("CertificateRegistry").abi
         by_name = _decoders()
@@ -191,7 +192,7 @@ class RegistryEventReader:
             end = min(to_block, start + span - 1)
             try:
                 raw = self._w3.eth.get_logs(
-                    {"address": self.registry, "fromBlock": start, "toBlock": end}
+                    {"address": self._address, "fromBlock": start, "toBlock": end}
                 )
             except Exception as error:
                 message = str(error).lower()
