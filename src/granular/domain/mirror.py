@@ -260,9 +260,27 @@ def _wallet(state: MirrorState, address: str) -> WalletRecord:
 
 
 def _count(state: MirrorState, address: str, delta: int) -> None:
-    wallet = _wallet(state, address)
-    state.wallets[address] = replace(wallet, active_slices=wallet.active_slices + delta)
+    wallet = state.wallets.get(address)
+    if wallet is None:
+        state.wallets[address] = WalletRecord(address, False, delta)
+    else:  # built directly: dataclasses.replace is the fold's hot spot
+        state.wallets[address] = WalletRecord(address, wallet.closed, wallet.active_slices + delta)
     state.changed_wallets.add(address)
+
+
+def _moved(
+    record: SliceRecord, block: int, *, state: SliceState | None = None, owner: str | None = None
+) -> SliceRecord:
+    return SliceRecord(
+        record.slice_id,
+        record.certificate_id,
+        record.owner if owner is None else owner,
+        record.kind,
+        record.state if state is None else state,
+        record.quantity_wh,
+        record.parent_id,
+        block,
+    )
 
 
 def _active(state: MirrorState, event: RegistryEvent, slice_id: int) -> SliceRecord:
@@ -323,7 +341,16 @@ def apply(state: MirrorState, event: RegistryEvent) -> None:
                     raise MirrorInconsistent(
                         event, "certificateId", certificate_id, "a batch's certificates come first"
                     )
-                state.certificates[certificate_id] = replace(certificate, batch_id=event.batch_id)
+                state.certificates[certificate_id] = CertificateRecord(
+                    certificate.certificate_id,
+                    certificate.kind,
+                    certificate.quantity_wh,
+                    certificate.data_hash,
+                    certificate.owner,
+                    certificate.tx_hash,
+                    certificate.block_number,
+                    event.batch_id,
+                )
                 state.changed_certificates.add(certificate_id)
         case SliceSplit():
             parent = _active(state, event, event.parent_slice_id)
@@ -334,7 +361,7 @@ def apply(state: MirrorState, event: RegistryEvent) -> None:
                     sum(event.quantities_wh),
                     f"children sum to the parent's {parent.quantity_wh} Wh",
                 )
-            _put_slice(state, replace(parent, state=SliceState.REMOVED, block_number=block))
+            _put_slice(state, _moved(parent, block, state=SliceState.REMOVED))
             _count(state, parent.owner, -1)
             for child_id, quantity_wh, owner in zip(
                 event.child_slice_ids, event.quantities_wh, event.owners, strict=True
@@ -361,14 +388,14 @@ def apply(state: MirrorState, event: RegistryEvent) -> None:
                 raise MirrorInconsistent(
                     event, "from", event.from_wallet, f"the slice's owner is {moved.owner}"
                 )
-            _put_slice(state, replace(moved, owner=event.to_wallet, block_number=block))
+            _put_slice(state, _moved(moved, block, owner=event.to_wallet))
             _count(state, event.from_wallet, -1)
             _count(state, event.to_wallet, +1)
         case SliceClaimed():
             production = _active(state, event, event.production_slice_id)
             consumption = _active(state, event, event.consumption_slice_id)
             for side in (production, consumption):
-                _put_slice(state, replace(side, state=SliceState.CLAIMED, block_number=block))
+                _put_slice(state, _moved(side, block, state=SliceState.CLAIMED))
                 _count(state, side.owner, -1)
             state.claims[event.claim_id] = ClaimRecord(
                 claim_id=event.claim_id,
@@ -385,7 +412,7 @@ def apply(state: MirrorState, event: RegistryEvent) -> None:
             state.changed_claims.add(event.claim_id)
         case SliceWithdrawn():
             withdrawn = _active(state, event, event.slice_id)
-            _put_slice(state, replace(withdrawn, state=SliceState.WITHDRAWN, block_number=block))
+            _put_slice(state, _moved(withdrawn, block, state=SliceState.WITHDRAWN))
             _count(state, withdrawn.owner, -1)
         case WalletClosed():
             state.wallets[event.wallet] = replace(_wallet(state, event.wallet), closed=True)

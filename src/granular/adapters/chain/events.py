@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from granular.adapters.chain.artifacts import Artifact
 from granular.domain.mirror import (
@@ -56,55 +58,69 @@ def _hex(value: Any) -> str:
     return "0x" + bytes(value).hex()
 
 
-def _word(topic: Any) -> bytes:
-    return bytes.fromhex(_hex(topic)[2:])
+def _uint(topic: str) -> int:
+    return int(topic, 16)
 
 
-def _uint(topic: Any) -> int:
-    return int.from_bytes(_word(topic), "big")
+@lru_cache(maxsize=65_536)
+def _checksum(hex40: str) -> str:
+    return to_checksum_address("0x" + hex40)
 
 
-def _address(topic: Any) -> str:
-    return to_checksum_address(_word(topic)[12:])
+def _address(topic: str) -> str:
+    """The address in a 32-byte topic or data word (its last 20 bytes)."""
+    return _checksum(topic[-40:].lower())
+
+
+def _words(data: str) -> list[str]:
+    """A static ABI payload as its 32-byte words, each 64 hex digits."""
+    body = data[2:] if data.startswith("0x") else data
+    return [body[i : i + 64] for i in range(0, len(body), 64)]
 
 
 def _signature(entry: dict[str, Any]) -> str:
     return f"{entry['name']}({','.join(i['type'] for i in entry['inputs'])})"
 
 
-Decoder = Callable[[EventMeta, list[Any], bytes], RegistryEvent]
+Decoder = Callable[[EventMeta, list[str], str], RegistryEvent]
 
 
 def _decoders() -> dict[str, Decoder]:
-    def certificate_issued(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
-        kind, quantity_wh, data_hash = abi_decode(["uint8", "uint64", "bytes32"], data)
+    """Static payloads are read word by word; only SliceSplit's arrays go through eth_abi."""
+
+    def certificate_issued(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
+        kind, quantity_wh, data_hash = _words(data)[:3]
         return CertificateIssued(
             meta=meta,
             certificate_id=_uint(topics[1]),
             owner=_address(topics[2]),
-            kind=Kind(kind),
-            quantity_wh=quantity_wh,
-            data_hash="0x" + data_hash.hex(),
+            kind=Kind(int(kind, 16)),
+            quantity_wh=int(quantity_wh, 16),
+            data_hash="0x" + data_hash.lower(),
         )
 
-    def batch_issued(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
-        first, count = abi_decode(["uint256", "uint256"], data)
+    def batch_issued(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
+        first, count = _words(data)[:2]
         return BatchIssued(
-            meta=meta, batch_id=_hex(topics[1]), first_certificate_id=first, count=count
+            meta=meta,
+            batch_id=_hex(topics[1]),
+            first_certificate_id=int(first, 16),
+            count=int(count, 16),
         )
 
-    def slice_split(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
-        ids, quantities, owners = abi_decode(["uint256[]", "uint64[]", "address[]"], data)
+    def slice_split(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
+        payload = bytes.fromhex(data[2:] if data.startswith("0x") else data)
+        ids, quantities, owners = abi_decode(["uint256[]", "uint64[]", "address[]"], payload)
         return SliceSplit(
             meta=meta,
             parent_slice_id=_uint(topics[1]),
             certificate_id=_uint(topics[2]),
             child_slice_ids=tuple(ids),
             quantities_wh=tuple(quantities),
-            owners=tuple(to_checksum_address(owner) for owner in owners),
+            owners=tuple(_checksum(owner[2:].lower()) for owner in owners),
         )
 
-    def slice_transferred(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
+    def slice_transferred(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
         return SliceTransferred(
             meta=meta,
             slice_id=_uint(topics[1]),
@@ -112,29 +128,28 @@ def _decoders() -> dict[str, Decoder]:
             to_wallet=_address(topics[3]),
         )
 
-    def slice_claimed(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
-        production, quantity_wh = abi_decode(["uint256", "uint64"], data)
+    def slice_claimed(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
+        production, quantity_wh = _words(data)[:2]
         return SliceClaimed(
             meta=meta,
             claim_id=_uint(topics[1]),
-            production_slice_id=production,
+            production_slice_id=int(production, 16),
             consumption_slice_id=_uint(topics[2]),
-            quantity_wh=quantity_wh,
+            quantity_wh=int(quantity_wh, 16),
         )
 
-    def slice_withdrawn(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
+    def slice_withdrawn(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
         return SliceWithdrawn(meta=meta, slice_id=_uint(topics[1]), owner=_address(topics[2]))
 
-    def wallet_closed(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
+    def wallet_closed(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
         return WalletClosed(meta=meta, wallet=_address(topics[1]))
 
-    def operator_set(meta: EventMeta, topics: list[Any], data: bytes) -> RegistryEvent:
-        (approved,) = abi_decode(["bool"], data)
+    def operator_set(meta: EventMeta, topics: list[str], data: str) -> RegistryEvent:
         return OperatorSet(
             meta=meta,
             wallet=_address(topics[1]),
             operator=_address(topics[2]),
-            approved=bool(approved),
+            approved=int(_words(data)[0], 16) != 0,
         )
 
     return {
@@ -165,20 +180,25 @@ class RegistryEventReader:
                 topic = "0x" + keccak(text=_signature(entry)).hex()
                 self._by_topic[topic] = by_name[entry["name"]]
 
+    def _call(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC call: web3's result formatters cost more than the decoding."""
+        response = self._w3.provider.make_request(RPCEndpoint(method), params)
+        if "error" in response:
+            error = response["error"]
+            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+            raise _RpcError(message)
+        return response.get("result")
+
     def head(self) -> int:
-        number: int = self._w3.eth.block_number
-        return number
+        return int(self._call("eth_blockNumber", []), 16)
 
     def block(self, number: int) -> BlockRef | None:
         """The block at `number` on the node's canonical chain, None above its head."""
-        try:
-            found = self._w3.eth.get_block(number)
-        except Exception as error:  # web3 raises BlockNotFound above the head
-            if type(error).__name__ == "BlockNotFound":
-                return None
-            raise
+        found = self._call("eth_getBlockByNumber", [hex(number), False])
+        if found is None:
+            return None
         return BlockRef(
-            number=int(found["number"]),
+            number=int(found["number"], 16),
             hash=_hex(found["hash"]),
             parent_hash=_hex(found["parentHash"]),
         )
@@ -190,10 +210,9 @@ class RegistryEventReader:
         span = max(1, min(self.max_range_blocks, to_block - from_block + 1))
         while start <= to_block:
             end = min(to_block, start + span - 1)
+            query = {"address": self._address, "fromBlock": hex(start), "toBlock": hex(end)}
             try:
-                raw = self._w3.eth.get_logs(
-                    {"address": self._address, "fromBlock": start, "toBlock": end}
-                )
+                raw = self._call("eth_getLogs", [query])
             except Exception as error:
                 message = str(error).lower()
                 if span > 1 and any(marker in message for marker in _TOO_MANY):
@@ -208,21 +227,29 @@ class RegistryEventReader:
         return events
 
     def decode(self, raw_logs: Any) -> list[RegistryEvent]:
+        """Decode eth_getLogs entries (JSON-RPC hex strings) of this registry."""
         decoded: list[RegistryEvent] = []
         for log in raw_logs:
             if log.get("removed"):
                 continue
-            topics = list(log["topics"])
-            decoder = self._by_topic.get(_hex(topics[0])) if topics else None
+            topics = [_hex(topic) for topic in log["topics"]]
+            decoder = self._by_topic.get(topics[0]) if topics else None
             if decoder is None:
                 continue
             meta = EventMeta(
-                block_number=int(log["blockNumber"]),
+                block_number=_int(log["blockNumber"]),
                 block_hash=_hex(log["blockHash"]),
                 tx_hash=_hex(log["transactionHash"]),
-                log_index=int(log["logIndex"]),
+                log_index=_int(log["logIndex"]),
             )
-            data = log["data"]
-            decoded.append(decoder(meta, topics, _word(data) if isinstance(data, str) else data))
+            decoded.append(decoder(meta, topics, _hex(log["data"])))
         decoded.sort(key=lambda event: (event.meta.block_number, event.meta.log_index))
         return decoded
+
+
+class _RpcError(Exception):
+    pass
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)

@@ -22,7 +22,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -33,8 +33,10 @@ from sqlalchemy import (
     Select,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     insert,
     select,
@@ -60,6 +62,10 @@ from granular.domain.mirror import (
 from granular.domain.slices import Kind, SliceState
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 class MirrorCursorRow(Base):
@@ -270,8 +276,8 @@ def put_blocks(
 def put_events(*, session: Session, chain_id: int, events: Sequence[RegistryEvent]) -> None:
     if not events:
         return
-    session.execute(
-        insert(MirrorEventRow),
+    session.connection().execute(
+        _table(MirrorEventRow).insert(),
         [
             {
                 "chain_id": chain_id,
@@ -467,12 +473,20 @@ def _split_upsert(
     existing: Collection[Any],
     key: str,
 ) -> None:
+    """Core executemany (the ORM's bulk paths cost more than the database here): an INSERT
+    of the new rows, an UPDATE by primary key of the loaded ones."""
+    table = _table(model)
     new = [r for r in rows if r[key] not in existing]
-    old = [r for r in rows if r[key] in existing]
+    old = [{**r, "_key": r[key]} for r in rows if r[key] in existing]
     if new:
-        session.execute(insert(model), new)
+        session.connection().execute(table.insert(), new)
     if old:
-        session.execute(update(model), old)
+        column = table.c[key]
+        values: dict[str, Any] = {
+            name: bindparam(name) for name in old[0] if name not in ("_key", key)
+        }
+        statement = table.update().where(column == bindparam("_key")).values(values)
+        session.connection().execute(statement, old)
 
 
 def save_state(
@@ -503,8 +517,8 @@ def save_state(
         "id",
     )
     if state.changed_claims:
-        session.execute(
-            insert(MirrorClaimRow),
+        session.connection().execute(
+            _table(MirrorClaimRow).insert(),
             [_claim_values(state.claims[i]) for i in sorted(state.changed_claims)],
         )
     _split_upsert(
