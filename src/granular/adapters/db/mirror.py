@@ -110,12 +110,10 @@ class MirrorCertificateRow(Base):
     __table_args__ = (
         Index("ix_mirror_certificates_asset", "asset_id", "id"),
         Index("ix_mirror_certificates_fuel", "fuel_code", "id"),
-        Index("ix_mirror_certificates_tech", "tech_code", "id"),
         Index("ix_mirror_certificates_country", "country", "id"),
         Index("ix_mirror_certificates_period", "period_start", "period_end"),
         Index("ix_mirror_certificates_reservation", "reservation_id", "id"),
         Index("ix_mirror_certificates_owner", "owner", "id"),
-        Index("ix_mirror_certificates_data_hash", "data_hash"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -276,8 +274,9 @@ def put_blocks(
 def put_events(*, session: Session, chain_id: int, events: Sequence[RegistryEvent]) -> None:
     if not events:
         return
-    session.connection().execute(
-        _table(MirrorEventRow).insert(),
+    _insert_plain(
+        session,
+        MirrorEventRow,
         [
             {
                 "chain_id": chain_id,
@@ -466,19 +465,39 @@ def _claim_values(c: ClaimRecord) -> dict[str, Any]:
     }
 
 
+def _insert_plain(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT through the driver's executemany, past SQLAlchemy's per-row parameter
+    processing (the indexer's largest cost). Only for rows of ints and strings: no value
+    here needs a type's bind processing (datetimes do, on SQLite)."""
+    if not rows:
+        return
+    connection = session.connection()
+    names = list(rows[0])
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = (
+        f'INSERT INTO "{_table(model).name}" ({", ".join(names)}) '
+        f"VALUES ({', '.join([mark] * len(names))})"
+    )
+    connection.exec_driver_sql(statement, [tuple(row[n] for n in names) for row in rows])
+
+
 def _split_upsert(
     session: Session,
     model: type[Base],
     rows: list[dict[str, Any]],
     existing: Collection[Any],
     key: str,
+    *,
+    plain: bool = False,
 ) -> None:
     """Core executemany (the ORM's bulk paths cost more than the database here): an INSERT
     of the new rows, an UPDATE by primary key of the loaded ones."""
     table = _table(model)
     new = [r for r in rows if r[key] not in existing]
     old = [{**r, "_key": r[key]} for r in rows if r[key] in existing]
-    if new:
+    if new and plain:
+        _insert_plain(session, model, new)
+    elif new:
         session.connection().execute(table.insert(), new)
     if old:
         column = table.c[key]
@@ -515,12 +534,13 @@ def save_state(
         [_slice_values(state.slices[i]) for i in sorted(state.changed_slices)],
         loaded.existing_slices,
         "id",
+        plain=True,
     )
-    if state.changed_claims:
-        session.connection().execute(
-            _table(MirrorClaimRow).insert(),
-            [_claim_values(state.claims[i]) for i in sorted(state.changed_claims)],
-        )
+    _insert_plain(
+        session,
+        MirrorClaimRow,
+        [_claim_values(state.claims[i]) for i in sorted(state.changed_claims)],
+    )
     _split_upsert(
         session,
         MirrorWalletRow,
@@ -633,8 +653,8 @@ class Filters:
     fuel_code: str | None = None
     tech_code: str | None = None
     country: str | None = None
-    period_from: datetime | None = None  # certificates whose period ends after this
-    period_to: datetime | None = None  # certificates whose period starts before this
+    period_from: datetime | None = None  # certificates whose period starts at or after this
+    period_to: datetime | None = None  # certificates whose period ends at or before this
     reservation_id: str | None = None
     certificate_id: int | None = None
 
@@ -657,9 +677,11 @@ def _certificate_filters(query: Select[Any], f: Filters) -> Select[Any]:
     if f.country is not None:
         query = query.where(c.country == f.country)
     if f.period_from is not None:
-        query = query.where(c.period_end > f.period_from)
+        query = query.where(c.period_start >= f.period_from)
     if f.period_to is not None:
-        query = query.where(c.period_start < f.period_to)
+        # period_start < period_to follows from period_end <= period_to; said explicitly, it
+        # bounds the index range on period_start from both sides.
+        query = query.where(c.period_end <= f.period_to, c.period_start < f.period_to)
     if f.reservation_id is not None:
         query = query.where(c.reservation_id == f.reservation_id)
     return query

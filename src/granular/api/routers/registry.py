@@ -6,8 +6,9 @@ Lists are keyset-paged: `limit` (1..500, default 50) items ordered by id (`sort=
 item inserted between two pages never shifts or repeats another. Filters combine with AND:
 `owner` (a wallet's public key), `state`, `certificateType`, and, from the certificate's
 header, `assetID`, `fuelCode`, `techCode`, `countryCode`, `reservationID` and the period
-overlap `periodFrom` / `periodTo` (certificates whose [periodStart, periodEnd) overlaps
-them). A certificate minted without a header the issuer kept matches no header filter.
+range `periodFrom` / `periodTo` (certificates whose [periodStart, periodEnd) lies within
+it: periodStart >= periodFrom, periodEnd <= periodTo). A certificate minted without a
+header the issuer kept matches no header filter.
 """
 
 from __future__ import annotations

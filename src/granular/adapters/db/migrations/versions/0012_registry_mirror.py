@@ -49,7 +49,6 @@ def upgrade() -> None:
     with op.batch_alter_table("mirror_certificates", schema=None) as batch_op:
         batch_op.create_index("ix_mirror_certificates_asset", ["asset_id", "id"], unique=False)
         batch_op.create_index("ix_mirror_certificates_country", ["country", "id"], unique=False)
-        batch_op.create_index("ix_mirror_certificates_data_hash", ["data_hash"], unique=False)
         batch_op.create_index("ix_mirror_certificates_fuel", ["fuel_code", "id"], unique=False)
         batch_op.create_index("ix_mirror_certificates_owner", ["owner", "id"], unique=False)
         batch_op.create_index(
@@ -58,7 +57,6 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_mirror_certificates_reservation", ["reservation_id", "id"], unique=False
         )
-        batch_op.create_index("ix_mirror_certificates_tech", ["tech_code", "id"], unique=False)
 
     op.create_table(
         "mirror_claims",
@@ -182,12 +180,10 @@ def downgrade() -> None:
 
     op.drop_table("mirror_claims")
     with op.batch_alter_table("mirror_certificates", schema=None) as batch_op:
-        batch_op.drop_index("ix_mirror_certificates_tech")
         batch_op.drop_index("ix_mirror_certificates_reservation")
         batch_op.drop_index("ix_mirror_certificates_period")
         batch_op.drop_index("ix_mirror_certificates_owner")
         batch_op.drop_index("ix_mirror_certificates_fuel")
-        batch_op.drop_index("ix_mirror_certificates_data_hash")
         batch_op.drop_index("ix_mirror_certificates_country")
         batch_op.drop_index("ix_mirror_certificates_asset")
 
