@@ -196,7 +196,7 @@ def _copy_rows(url: str) -> None:
                 timestamptz '2026-01-01 00:00:00+00' + (g % 8760) * interval '1 hour',
                 timestamptz '2026-01-01 01:00:00+00' + (g % 8760) * interval '1 hour',
                 (g % 300)::text
-            FROM generate_series(1, {certificates}) AS g
+            FROM generate_series(1::bigint, {certificates}) AS g
             JOIN bench_wallets w ON w.n = g % {WALLETS}
             """
         )
@@ -207,7 +207,7 @@ def _copy_rows(url: str) -> None:
             SELECT g, (g + 1) / 2, w.address, ((g + 1) / 2) % 2,
                 (ARRAY[1, 1, 1, 1, 1, 1, 3, 3, 4, 2])[1 + (g * 31) % 10], 1000, NULL,
                 ((g + 1) / 2) / 100
-            FROM generate_series(1, {SLICES}) AS g
+            FROM generate_series(1::bigint, {SLICES}) AS g
             JOIN bench_wallets w ON w.n = (g * 7919) % {WALLETS}
             """
         )
