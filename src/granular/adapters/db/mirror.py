@@ -707,7 +707,7 @@ def _needs_certificate(f: Filters) -> bool:
 # certificate id. A filter that matches more is not selective, and the join walking the id
 # order finds a page quickly. Without this, a rare combination (a fuel never produced in a
 # country) walks every row in id order looking for a match that is not there.
-SELECTIVE_CERTIFICATES = 5_000
+SELECTIVE_CERTIFICATES = 1_000
 
 
 def _selective_certificates(session: Session, filters: Filters) -> list[int] | None:
