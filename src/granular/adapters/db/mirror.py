@@ -109,7 +109,7 @@ class MirrorCertificateRow(Base):
     __tablename__ = "mirror_certificates"
     __table_args__ = (
         Index("ix_mirror_certificates_asset", "asset_id", "id"),
-        Index("ix_mirror_certificates_fuel", "fuel_code", "id"),
+        Index("ix_mirror_certificates_fuel_country", "fuel_code", "country", "id"),
         Index("ix_mirror_certificates_country", "country", "id"),
         Index("ix_mirror_certificates_period", "period_start", "period_end"),
         Index("ix_mirror_certificates_reservation", "reservation_id", "id"),

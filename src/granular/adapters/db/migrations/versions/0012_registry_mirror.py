@@ -49,7 +49,9 @@ def upgrade() -> None:
     with op.batch_alter_table("mirror_certificates", schema=None) as batch_op:
         batch_op.create_index("ix_mirror_certificates_asset", ["asset_id", "id"], unique=False)
         batch_op.create_index("ix_mirror_certificates_country", ["country", "id"], unique=False)
-        batch_op.create_index("ix_mirror_certificates_fuel", ["fuel_code", "id"], unique=False)
+        batch_op.create_index(
+            "ix_mirror_certificates_fuel_country", ["fuel_code", "country", "id"], unique=False
+        )
         batch_op.create_index("ix_mirror_certificates_owner", ["owner", "id"], unique=False)
         batch_op.create_index(
             "ix_mirror_certificates_period", ["period_start", "period_end"], unique=False
@@ -183,7 +185,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_mirror_certificates_reservation")
         batch_op.drop_index("ix_mirror_certificates_period")
         batch_op.drop_index("ix_mirror_certificates_owner")
-        batch_op.drop_index("ix_mirror_certificates_fuel")
+        batch_op.drop_index("ix_mirror_certificates_fuel_country")
         batch_op.drop_index("ix_mirror_certificates_country")
         batch_op.drop_index("ix_mirror_certificates_asset")
 
