@@ -466,19 +466,30 @@ def _claim_values(c: ClaimRecord) -> dict[str, Any]:
 
 
 def _insert_plain(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
-    """INSERT through the driver's executemany, past SQLAlchemy's per-row parameter
-    processing (the indexer's largest cost). Only for rows of ints and strings: no value
-    here needs a type's bind processing (datetimes do, on SQLite)."""
+    """Bulk INSERT past SQLAlchemy's per-row parameter processing (the indexer's largest
+    cost): COPY on PostgreSQL (psycopg's executemany is one statement per row), the
+    driver's executemany on SQLite. Only for rows of ints, strings and NULLs: no value here
+    needs a type's bind processing (datetimes do, on SQLite)."""
     if not rows:
         return
     connection = session.connection()
     names = list(rows[0])
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    statement = (
-        f'INSERT INTO "{_table(model).name}" ({", ".join(names)}) '
-        f"VALUES ({', '.join([mark] * len(names))})"
+    table = _table(model).name
+    tuples = [tuple(row[name] for name in names) for row in rows]
+    if connection.dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f'COPY "{table}" ({", ".join(names)}) FROM STDIN') as copy,
+        ):
+            for values in tuples:
+                copy.write_row(values)
+        return
+    marks = ", ".join(["?"] * len(names))
+    connection.exec_driver_sql(
+        f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({marks})', tuples
     )
-    connection.exec_driver_sql(statement, [tuple(row[n] for n in names) for row in rows])
 
 
 def _split_upsert(
