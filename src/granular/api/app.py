@@ -12,7 +12,14 @@ from granular import __version__
 from granular.api import errors
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from granular.api.routers import codes, device_groups, devices, meter_reads, reservations
+from granular.api.routers import (
+    codes,
+    device_groups,
+    devices,
+    meter_reads,
+    registry,
+    reservations,
+)
 from granular.domain.energy import MaxEnergyPolicy
 
 
@@ -38,4 +45,5 @@ def create_app(
     app.include_router(meter_reads.router)
     app.include_router(device_groups.router)
     app.include_router(codes.router)
+    app.include_router(registry.router)
     return app

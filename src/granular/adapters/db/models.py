@@ -7,6 +7,7 @@ from granular.adapters.db import (  # noqa: F401
     device_groups,
     devices,
     headers,
+    mirror,
     outbox,
     readings,
     reservations,
