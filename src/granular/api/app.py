@@ -12,7 +12,7 @@ from granular import __version__
 from granular.api import errors
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from granular.api.routers import devices, meter_reads, reservations
+from granular.api.routers import devices, meter_reads, registry_commands, reservations
 from granular.domain.energy import MaxEnergyPolicy
 
 
@@ -36,4 +36,5 @@ def create_app(
     app.include_router(devices.router)
     app.include_router(reservations.router)
     app.include_router(meter_reads.router)
+    app.include_router(registry_commands.router)
     return app
