@@ -39,6 +39,13 @@ DEFAULT_REQUEST_GAS = 300_000
 # A request whose deadline is closer than this is refused: it could expire before it is mined.
 DEFAULT_DEADLINE_MARGIN_S = 60
 MAX_BATCH_ENTRIES = 100
+# The relay transaction's gas limit is set, not estimated: an estimate runs on the chain's
+# state before the requests ahead of it (same signer, lower nonces) are mined, and would see
+# their nonces as unused. Per request: the forwarder's signature check, nonce and event.
+TX_BASE_GAS = 21_000
+CALLDATA_GAS_PER_BYTE = 16
+FORWARDER_OVERHEAD_GAS = 60_000
+MAX_RELAY_GAS = 15_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +236,30 @@ class RelayView(Protocol):
 def check_gas(gas: int) -> None:
     if not MIN_REQUEST_GAS <= gas <= MAX_REQUEST_GAS:
         raise GasOutOfRange(gas)
+
+
+class RelayTooLarge(ValidationError):
+    code = "relay_gas_too_large"
+
+    def __init__(self, gas: int) -> None:
+        super().__init__(
+            f"the signed requests need a {gas} gas transaction; at most {MAX_RELAY_GAS}: "
+            "send fewer at once or sign a smaller gas",
+            {"field": "gas", "value": gas, "max": MAX_RELAY_GAS},
+        )
+
+
+def relay_gas_limit(request_gas: Sequence[int], calldata_bytes: int) -> int:
+    """Gas limit of the transaction relaying requests that forward `request_gas` each:
+    enough for each inner call and the forwarder's own work, never estimated."""
+    limit = (
+        TX_BASE_GAS
+        + CALLDATA_GAS_PER_BYTE * calldata_bytes
+        + sum(gas + FORWARDER_OVERHEAD_GAS for gas in request_gas)
+    )
+    if limit > MAX_RELAY_GAS:
+        raise RelayTooLarge(limit)
+    return limit
 
 
 def check_relay(

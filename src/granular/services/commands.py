@@ -377,6 +377,7 @@ def relay(
             data=data,
             tier=ctx.tier,
             items=len(commands),
+            gas_limit=rules.relay_gas_limit([r.gas for r in requests], len(data)),
             now=now,
         )
         if not submitted.created:  # the very same signed request(s), sent again
