@@ -637,3 +637,51 @@ def test_a_wallet_is_named_and_renamed_by_its_owner_only(
         409,
         "wallet_name_revision_stale",
     )
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["0x" + "00" * 65, "0x" + "ff" * 65],
+    ids=["zeros", "out_of_range"],
+)
+def test_an_unreadable_signature_is_refused(
+    registry: Registry, owner_account: LocalAccount, buyer: str, signature: str
+) -> None:
+    owner = owner_account.address
+    certificate = registry.issue(owner, "production", 10, "a")
+    typed = registry.typed(f"/slices/{certificate}/transfer", from_=owner, to=buyer)
+    body = {**registry.signed(owner_account, typed, to=buyer), "signature": signature}
+    response = registry.client.post(f"{V1}/slices/{certificate}/transfer", json=body)
+    assert response.status_code in (403, 422), response.text
+    assert response.json()["error"]["code"] in ("signature_invalid", "wrong_signer")
+    assert len(requests_of(registry.sessions)) == 1
+
+
+def test_a_list_whose_entry_fails_on_chain_is_reported_reverted_not_confirmed(
+    registry: Registry, owner_account: LocalAccount, buyer: str, stranger: str
+) -> None:
+    """executeBatch mines even when a call inside it fails; the request must say so."""
+    owner = owner_account.address
+    first = registry.issue(owner, "production", 10, "a")
+    second = registry.issue(owner, "production", 20, "b")
+    response = registry.client.get(
+        f"{V1}/slices/transfer/typed-data",
+        params={"from": owner, "transfer": [f"{first}:{buyer}", f"{second}:{buyer}"]},
+    )
+    typed = response.json()["typedData"]
+    transfers = [
+        {"sliceId": first, "to": buyer, **_fields(owner_account, typed[0])},
+        {"sliceId": second, "to": buyer, **_fields(owner_account, typed[1])},
+    ]
+    accepted = registry.post("/slices/transfer", {"from": owner, "transfers": transfers})
+    # Between the check and the relay, the owner moves the first slice itself.
+    registry.chain.send(registry.chain.registry.functions.transfer(first, stranger), owner)
+
+    registry.settle()
+    found = registry.request(accepted["requestId"])
+    assert found["state"] == "reverted"
+    (transaction,) = found["transactions"]
+    assert transaction["errorCode"] == "ForwardRequestFailed"
+    assert "[0]" in transaction["errorDetail"]
+    assert registry.slice(first)[0] == stranger
+    assert registry.slice(second)[0] == buyer

@@ -229,6 +229,10 @@ class RelayView(Protocol):
 
     def chain_time_s(self) -> int: ...
 
+    def forwarded(self, tx_hash: str) -> list[bool]:
+        """For a mined relay transaction: whether each request in it ran."""
+        ...
+
 
 # ------------------------------------------------------------------ checks
 

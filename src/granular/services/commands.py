@@ -560,6 +560,8 @@ def status(
         for o in found
         if o is not None
     ]
+    if record.nonce_count > 1:
+        transactions = [_batch_result(ctx, t) for t in transactions]
     return CommandStatus(
         request_id=record.id,
         kind=record.kind,
@@ -570,6 +572,24 @@ def status(
         transactions=transactions,
         summary=record.summary,
         created_at=record.created_at,
+    )
+
+
+def _batch_result(ctx: RegistryCommands, transaction: Transaction) -> Transaction:
+    """A confirmed executeBatch whose inner calls did not all run is reported failed: the
+    forwarder consumed those nonces and nothing moved for them."""
+    if transaction.state != RequestState.CONFIRMED.value or transaction.tx_hash is None:
+        return transaction
+    executed = ctx.relay_view.forwarded(transaction.tx_hash)
+    failed = [index for index, ran in enumerate(executed) if not ran]
+    if not failed:
+        return transaction
+    return Transaction(
+        RequestState.REVERTED.value,
+        transaction.tx_hash,
+        transaction.block_number,
+        "ForwardRequestFailed",
+        f"the registry refused the relayed requests at positions {failed}",
     )
 
 

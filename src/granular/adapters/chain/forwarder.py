@@ -25,6 +25,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 
 from granular.adapters.chain.artifacts import Artifact
 from granular.domain.commands import ForwardRequest, SignatureUnreadable
@@ -248,6 +249,15 @@ class ChainRegistryView:
     def forwarder_nonce(self, account: str) -> int:
         nonce: int = self._forwarder.functions.nonces(to_checksum_address(account)).call()
         return nonce
+
+    def forwarded(self, tx_hash: str) -> list[bool]:
+        """Whether each request a mined relay transaction carried ran (ExecutedForwardRequest
+        `success`): executeBatch mines even when a call inside it fails."""
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        executed = self._forwarder.events.ExecutedForwardRequest().process_receipt(
+            receipt, errors=DISCARD
+        )
+        return [bool(event["args"]["success"]) for event in executed]
 
     def chain_time_s(self) -> int:
         """The latest block's timestamp: what the forwarder compares deadlines with."""
