@@ -14,8 +14,11 @@ V1 = "/interface/registry/v1"
 OWNER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
-def test_without_a_chain_the_commands_say_they_are_not_configured(client: TestClient) -> None:
-    response = client.get(f"{V1}/requests/1")
+def test_without_a_chain_the_commands_say_they_are_not_configured(
+    client: TestClient, keys: Keys
+) -> None:
+    assert client.get(f"{V1}/requests/1").status_code == 401
+    response = client.get(f"{V1}/requests/1", headers=keys.viewer)
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "configuration_error"
     assert "not configured" in response.json()["error"]["message"]
@@ -45,12 +48,17 @@ def test_a_body_that_does_not_fit_the_schema_is_422(client: TestClient, keys: Ke
         "signature": "0x1234",  # not 65 bytes
         "to": OWNER,
     }
-    response = client.post(f"{V1}/slices/1/transfer", json=body)
+    response = client.post(f"{V1}/slices/1/transfer", json=body, headers=keys.buyer)
     assert response.status_code == 422
     fields = {p["field"] for p in response.json()["error"]["details"]["problems"]}
     assert "signature" in fields
-    response = client.post(f"{V1}/slices/1/transfer", json={**body, "quantityWh": 0})
+    response = client.post(
+        f"{V1}/slices/1/transfer", json={**body, "quantityWh": 0}, headers=keys.buyer
+    )
     assert response.status_code == 422
+    well_formed = {**body, "signature": "0x" + "00" * 65}
+    viewer = client.post(f"{V1}/slices/1/transfer", json=well_formed, headers=keys.viewer)
+    assert viewer.status_code == 403  # a viewer cannot make the worker pay for anything
     response = client.post(
         f"{V1}/certificates",
         headers=keys.issuer,

@@ -155,13 +155,16 @@ def registry(
         return {"Authorization": f"Bearer {created.key}"}
 
     with TestClient(app, raise_server_exceptions=False) as client:
+        buyer_key = key("Buyer Ltd", "buyer")
+        # Every route needs an API key; a platform's key hands over what owners signed.
+        client.headers.update(buyer_key)
         yield Registry(
             client=client,
             chain=chain,
             sender=make_sender(engine, anvil.url, issuer_account),
             sessions=sessions,
             issuer_key=key("Registry", "issuer"),
-            buyer_key=key("Buyer Ltd", "buyer"),
+            buyer_key=buyer_key,
         )
 
 
@@ -346,7 +349,12 @@ def test_only_the_issuer_issues_or_withdraws(registry: Registry, owner: str) -> 
     }
     response = registry.client.post(f"{V1}/certificates", json=body, headers=registry.buyer_key)
     refused(response, 403, "forbidden")
-    refused(registry.client.post(f"{V1}/certificates", json=body), 401, "unauthenticated")
+    no_key = {"Authorization": ""}
+    refused(
+        registry.client.post(f"{V1}/certificates", json=body, headers=no_key),
+        401,
+        "unauthenticated",
+    )
     refused(registry.client.delete(f"{V1}/slices/1", headers=registry.buyer_key), 403, "forbidden")
     assert requests_of(registry.sessions) == []
 

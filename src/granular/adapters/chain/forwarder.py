@@ -199,6 +199,7 @@ class ChainRegistryView:
     w3: Web3
     registry_address: str
     forwarder_address: str
+    deployment_block: int = 0  # where the registry's logs start (the deployment record's)
 
     def __post_init__(self) -> None:
         self._registry = self.w3.eth.contract(
@@ -243,7 +244,9 @@ class ChainRegistryView:
     def children(self, slice_id: int) -> list[int]:
         """The child slices of a Removed slice, from its SliceSplit event (parent indexed)."""
         event = self._registry.events.SliceSplit()
-        logs = event.get_logs(from_block=0, argument_filters={"parentSliceId": slice_id})
+        logs = event.get_logs(
+            from_block=self.deployment_block, argument_filters={"parentSliceId": slice_id}
+        )
         return [int(child) for log in logs for child in log["args"]["childSliceIds"]]
 
     def forwarder_nonce(self, account: str) -> int:

@@ -44,6 +44,9 @@ from granular.services.commands import Accepted, RegistryCommands, Signed
 
 PREFIX = "/interface/registry/v1"
 router = APIRouter(prefix=PREFIX, tags=["registry commands"])
+# Who may hand the worker a signed command to relay (and so make it pay the gas); the
+# signature, not the key, says whose slices move.
+SIGNED_COMMAND_ROLES = (Role.BUYER, Role.DEVICE_OWNER, Role.ISSUER)
 
 IdPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
 PublicKey = Annotated[str, Path(alias="publicKey", pattern=r"^0x[0-9a-fA-F]{40}$")]
@@ -108,6 +111,7 @@ def _one(
 
 @router.get("/slices/{sliceID}/transfer/typed-data", response_model=TypedDataPublic)
 def transfer_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     slice_id: Annotated[int, Path(alias="sliceID", ge=1)],
@@ -124,6 +128,7 @@ def transfer_typed_data(
 
 @router.post("/slices/{sliceID}/transfer", status_code=202, response_model=CommandAccepted)
 def transfer_slice(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
@@ -131,12 +136,14 @@ def transfer_slice(
     body: TransferCreate,
 ) -> CommandAccepted:
     """Send a slice (or `quantityWh` of it: transferPart) to `to`, signed by its owner."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     command = service.transfer(slice_id, body.to, body.quantity_wh)
     return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
 
 
 @router.get("/slices/transfer/typed-data", response_model=TypedDataListPublic)
 def transfer_list_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     from_: FromQuery,
@@ -168,9 +175,10 @@ def _parse_transfer(item: str) -> Command:
 
 @router.post("/slices/transfer", status_code=202, response_model=CommandAccepted)
 def transfer_slices(
-    ctx: Commands, sessions: Sessions, now: Now, body: TransferListCreate
+    caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: TransferListCreate
 ) -> CommandAccepted:
     """Several transfers of one signer, relayed in one transaction (forwarder executeBatch)."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     commands: list[Command] = [
         service.transfer(t.slice_id, t.to, t.quantity_wh) for t in body.transfers
     ]
@@ -180,10 +188,10 @@ def transfer_slices(
 
 @router.delete("/slices/{sliceID}", status_code=202, response_model=CommandAccepted)
 def withdraw_slice(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
-    caller: Caller,
     slice_id: Annotated[int, Path(alias="sliceID", ge=1, le=2**63 - 1)],
 ) -> CommandAccepted:
     """The issuing body withdraws an Active slice."""
@@ -196,6 +204,7 @@ def withdraw_slice(
 
 @router.get("/claims/slices/typed-data", response_model=TypedDataPublic)
 def claim_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     from_: FromQuery,
@@ -212,8 +221,11 @@ def claim_typed_data(
 
 
 @router.post("/claims/slices", status_code=202, response_model=CommandAccepted)
-def claim_slices(ctx: Commands, sessions: Sessions, now: Now, body: ClaimCreate) -> CommandAccepted:
+def claim_slices(
+    caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: ClaimCreate
+) -> CommandAccepted:
     """Claim production slice `source` against consumption slice `target`."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     command = service.resolve_claim(ctx, service.claim(body.source, body.target, body.quantity_wh))
     return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
 
@@ -223,6 +235,7 @@ def claim_slices(ctx: Commands, sessions: Sessions, now: Now, body: ClaimCreate)
 
 @router.get("/wallets/{publicKey}/close/typed-data", response_model=TypedDataPublic)
 def close_wallet_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     public_key: PublicKey,
@@ -235,6 +248,7 @@ def close_wallet_typed_data(
 
 @router.delete("/wallets/{publicKey}", status_code=202, response_model=CommandAccepted)
 def close_wallet(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
@@ -242,6 +256,7 @@ def close_wallet(
     body: WalletClose,
 ) -> CommandAccepted:
     """Close a wallet (closeWallet), signed by it: only with no Active slice left."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     if service.checksum("publicKey", public_key) != service.checksum("from", body.from_):
         raise service.InvalidField("from", body.from_, "the wallet being closed signs")
     return _relay(ctx, sessions, now, body.from_, [CloseWallet()], _signed(body))
@@ -249,6 +264,7 @@ def close_wallet(
 
 @router.get("/wallets/{publicKey}/operators/typed-data", response_model=TypedDataPublic)
 def operator_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     public_key: PublicKey,
@@ -264,6 +280,7 @@ def operator_typed_data(
 
 @router.post("/wallets/{publicKey}/operators", status_code=202, response_model=CommandAccepted)
 def set_operator(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
@@ -271,6 +288,7 @@ def set_operator(
     body: OperatorSet,
 ) -> CommandAccepted:
     """Approve (or revoke) an operator of the wallet (setOperator), signed by the wallet."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     if service.checksum("publicKey", public_key) != service.checksum("from", body.from_):
         raise service.InvalidField("from", body.from_, "the wallet itself signs setOperator")
     command = service.set_operator(body.operator, body.approved)
@@ -279,6 +297,7 @@ def set_operator(
 
 @router.get("/wallets/{publicKey}/name/typed-data", response_model=TypedDataPublic)
 def wallet_name_typed_data(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
@@ -292,8 +311,9 @@ def wallet_name_typed_data(
 
 @router.post("/wallets", status_code=201, response_model=WalletNamePublic)
 def name_wallet(
-    ctx: Commands, sessions: Sessions, now: Now, body: WalletNameCreate
+    caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: WalletNameCreate
 ) -> WalletNamePublic:
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     named = service.name_wallet(
         ctx,
         sessions,
@@ -310,12 +330,14 @@ def name_wallet(
 
 @router.patch("/wallets/{publicKey}", response_model=WalletNamePublic)
 def rename_wallet(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
     public_key: PublicKey,
     body: WalletNameUpdate,
 ) -> WalletNamePublic:
+    require_role(caller, *SIGNED_COMMAND_ROLES)
     named = service.name_wallet(
         ctx,
         sessions,
@@ -335,7 +357,7 @@ def rename_wallet(
 
 @router.post("/certificates", status_code=202, response_model=CommandAccepted)
 def issue_certificate(
-    ctx: Commands, sessions: Sessions, now: Now, caller: Caller, body: CertificateCreate
+    caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: CertificateCreate
 ) -> CommandAccepted:
     """The issuing body issues one certificate (issueBatch of one), sent by the worker."""
     require_role(caller, Role.ISSUER)
@@ -356,10 +378,10 @@ def issue_certificate(
 
 @router.delete("/certificates/{certificateID}", status_code=202, response_model=CommandAccepted)
 def withdraw_certificate(
+    caller: Caller,
     ctx: Commands,
     sessions: Sessions,
     now: Now,
-    caller: Caller,
     certificate_id: Annotated[int, Path(alias="certificateID", ge=1, le=2**63 - 1)],
 ) -> CommandAccepted:
     """The issuing body withdraws every Active slice of a certificate."""
@@ -373,7 +395,7 @@ def withdraw_certificate(
 
 
 @router.get("/requests/{id}", response_model=RequestPublic)
-def show_request(ctx: Commands, sessions: Sessions, id: IdPath) -> RequestPublic:
+def show_request(caller: Caller, ctx: Commands, sessions: Sessions, id: IdPath) -> RequestPublic:
     found = service.status(ctx, sessions, id)
     return RequestPublic(
         id=found.request_id,
