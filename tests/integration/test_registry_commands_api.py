@@ -693,3 +693,47 @@ def test_a_list_whose_entry_fails_on_chain_is_reported_reverted_not_confirmed(
     assert "[0]" in transaction["errorDetail"]
     assert registry.slice(first)[0] == stranger
     assert registry.slice(second)[0] == buyer
+
+
+def test_a_second_request_for_a_nonce_accepted_meanwhile_is_refused_under_the_lock(
+    registry: Registry,
+    owner_account: LocalAccount,
+    buyer: str,
+    stranger: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two different requests signed for one nonce, the second checked before the first was
+    stored (a race, replayed here by hiding the first from the check outside the lock)."""
+    from granular.adapters.db import commands as store
+    from granular.services import commands as service
+
+    owner = owner_account.address
+    first = registry.issue(owner, "production", 10, "a")
+    second = registry.issue(owner, "production", 20, "b")
+    one = registry.signed(
+        owner_account, registry.typed(f"/slices/{first}/transfer", from_=owner, to=buyer), to=buyer
+    )
+    two = registry.signed(
+        owner_account,
+        registry.typed(f"/slices/{second}/transfer", from_=owner, to=stranger),
+        to=stranger,
+    )
+    assert one["nonce"] == two["nonce"] == 0
+    registry.post(f"/slices/{first}/transfer", one)
+
+    real = store.pending_nonces
+    calls = []
+
+    def stale_then_real(**kwargs: Any) -> list[int]:
+        calls.append(kwargs)
+        return [] if len(calls) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(service.db, "pending_nonces", stale_then_real)
+    error = refused(
+        registry.client.post(f"{V1}/slices/{second}/transfer", json=two), 409, "nonce_used"
+    )
+    assert error["details"]["usedBy"] == "a request in flight"
+    assert len(calls) == 2
+    registry.settle()
+    assert registry.slice(first)[0] == buyer
+    assert registry.slice(second)[0] == owner

@@ -368,6 +368,13 @@ def relay(
     data = fwd.execute_calldata(*pairs[0]) if len(pairs) == 1 else fwd.execute_batch_calldata(pairs)
     kind = kind_of(commands)
     with sessions.begin() as session:
+        # Checked again under the signer's lock: another request for the same nonce may have
+        # been accepted since the check above.
+        db.lock_signer(session=session, chain_id=ctx.chain_id, signer=signer)
+        held = set(db.pending_nonces(session=session, chain_id=ctx.chain_id, signer=signer))
+        taken = [r.nonce for r in requests if r.nonce in held]
+        if taken:
+            raise rules.NonceUsed(signer, taken[0], "a request in flight")
         submitted = outbox.submit(
             session=session,
             chain_id=ctx.chain_id,

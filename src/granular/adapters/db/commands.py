@@ -14,12 +14,13 @@ Query functions are keyword-only, never commit and return plain values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
@@ -160,6 +161,17 @@ def pending_nonces(*, session: Session, chain_id: int, signer: str) -> list[int]
     return sorted(
         nonce + offset for nonce, count in rows if nonce is not None for offset in range(count)
     )
+
+
+def lock_signer(*, session: Session, chain_id: int, signer: str) -> None:
+    """Serialise the acceptance of relayed commands of one signer until the transaction
+    ends, so two requests for one nonce cannot both be accepted. PostgreSQL: a transaction
+    advisory lock; SQLite serialises writers already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"relay:{chain_id}:{signer}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def get_wallet_name(*, session: Session, address: str) -> WalletName | None:
