@@ -737,3 +737,23 @@ def test_a_second_request_for_a_nonce_accepted_meanwhile_is_refused_under_the_lo
     registry.settle()
     assert registry.slice(first)[0] == buyer
     assert registry.slice(second)[0] == owner
+
+
+def test_a_certificate_issued_over_http_keeps_its_header_under_the_hash_on_chain(
+    registry: Registry, owner: str
+) -> None:
+    from granular.adapters.db.headers import get_headers
+    from granular.domain.headers import canonical_json, data_hash_hex
+
+    certificate = registry.issue(owner, "consumption", 321, "with-header")
+
+    header = {"deviceId": "site-1", "kind": "consumption", "quantityWh": 321}
+    (issued,) = registry.chain.registry.events.CertificateIssued().get_logs(
+        from_block=0, argument_filters={"certificateId": certificate}
+    )
+    on_chain = "0x" + bytes(issued["args"]["dataHash"]).hex()
+    assert on_chain == data_hash_hex(canonical_json(header))
+    with registry.sessions() as session:
+        stored = get_headers(session=session, hashes=[on_chain])
+    assert stored == {on_chain: canonical_json(header).decode()}
+    assert registry.slice(certificate) == (owner, CONSUMPTION, ACTIVE, 321, certificate)
