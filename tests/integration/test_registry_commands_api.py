@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.chain.forwarder import ChainRegistryView, sign_wallet_name
 from granular.adapters.chain.keys import anvil_account
-from granular.adapters.chain.outbox import OutboxSender
 from granular.api.app import create_app
 from granular.services.accounts import create_api_key
 from granular.services.commands import RegistryCommands
+from granular.services.outbox import OutboxSender
 from tests.integration.chain import Chain
 from tests.integration.outbox_helpers import (  # _close_senders: an autouse fixture
     CHAIN_ID,
