@@ -18,6 +18,7 @@ from granular.api.routers import (
     devices,
     meter_reads,
     registry,
+    registry_commands,
     reservations,
 )
 from granular.domain.energy import MaxEnergyPolicy
@@ -46,4 +47,5 @@ def create_app(
     app.include_router(device_groups.router)
     app.include_router(codes.router)
     app.include_router(registry.router)
+    app.include_router(registry_commands.router)
     return app

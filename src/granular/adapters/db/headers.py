@@ -54,11 +54,11 @@ def get_headers(*, session: Session, hashes: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 1000):
         chunk = wanted[start : start + 1000]
-        found.update(
-            session.execute(
-                select(CertificateHeaderRow.data_hash, CertificateHeaderRow.header_json).where(
-                    CertificateHeaderRow.data_hash.in_(chunk)
-                )
-            ).tuples()
-        )
+        rows = session.execute(
+            select(CertificateHeaderRow.data_hash, CertificateHeaderRow.header_json).where(
+                CertificateHeaderRow.data_hash.in_(chunk)
+            )
+        ).tuples()
+        # Not found.update(rows): a Result has .keys(), so dict.update would index it.
+        found.update((digest, header) for digest, header in rows)
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from granular.adapters.db import (  # noqa: F401
     accounts,
+    commands,
     device_groups,
     devices,
     headers,
