@@ -24,8 +24,21 @@ class Settings(BaseSettings):
         default=None, description="EVM JSON-RPC endpoint; unset: an embedded anvil"
     )
     network: str = Field(default="local", description="names deployments/<network>.json")
+    deployments_dir: Path | None = Field(
+        default=None, description="where deployment records live; unset: <checkout>/deployments"
+    )
     keystore: Path | None = Field(default=None, description="eth-account keystore of the issuer")
     password_file: Path | None = None
+    # The daemon (`granular run`) and the API it serves beside it.
+    api_host: str = Field(default="127.0.0.1", description="where `granular run` serves the API")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port")
+    anvil_port: int = Field(default=0, ge=0, le=65535, description="embedded anvil; 0: free")
+    grace_s: int = Field(default=300, ge=0, description="a window is due at its end + grace")
+    issuance_batch_size: int = Field(default=100, ge=1, description="items per issueBatch tx")
+    catch_up_interval_s: float = Field(default=60.0, gt=0, description="late reads, every ...")
+    settle_interval_s: float = Field(default=2.0, gt=0, description="confirmed batches, every")
+    lifecycle_interval_s: float = Field(default=60.0, gt=0, description="reservations, every")
+    examples: bool = Field(default=True, description="embedded run: load examples/ once")
     # The transaction outbox: OutboxConfig.from_env(settings.outbox_settings(), chain_id=...).
     confirmations: int = Field(default=1, ge=0, description="depth at which a tx is confirmed")
     confirmations_by_chain: str = Field(default="", description='e.g. "246=20,73799=5"')

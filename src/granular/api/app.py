@@ -12,8 +12,9 @@ from granular import __version__
 from granular.api import errors
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from granular.api.routers import devices, meter_reads, reservations
+from granular.api.routers import devices, health, meter_reads, reservations
 from granular.domain.energy import MaxEnergyPolicy
+from granular.services.metrics import Metrics
 
 
 def utc_now() -> datetime:
@@ -26,14 +27,18 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_energy_policy: MaxEnergyPolicy | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     app = FastAPI(title="granular", version=__version__, default_response_class=SafeJSONResponse)
     app.state.sessions = sessions
     app.state.clock = clock
     app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()
+    # /healthz and /metrics; `granular run` passes the daemon's, which counts its jobs.
+    app.state.metrics = metrics or Metrics(sessions=sessions)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
     app.include_router(devices.router)
     app.include_router(reservations.router)
     app.include_router(meter_reads.router)
+    app.include_router(health.router)
     return app

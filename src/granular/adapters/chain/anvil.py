@@ -1,12 +1,22 @@
-"""Start and stop a local anvil from the npm package `@foundry-rs/anvil` (no foundryup)."""
+"""Start and stop a local anvil from the npm package `@foundry-rs/anvil` (no foundryup).
+
+`persistent_anvil` keeps the chain in a state file (anvil's `--state`: loaded on start,
+dumped on a clean exit and every `dump_interval_s`), so a second start sees the same chain;
+`read_only_anvil` loads that file without ever writing it (for `granular verify` while no
+daemon runs). `EmbeddedChain` is the small file under var/ that tells other commands where
+the running embedded anvil answers.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -114,3 +124,63 @@ class Anvil:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+STATE_FILE = "anvil-state.json"
+RUNTIME_FILE = "anvil.json"
+
+
+def persistent_anvil(var_dir: Path, *, port: int = 0, dump_interval_s: int = 10) -> Anvil:
+    """An anvil whose chain lives in `var_dir/anvil-state.json` across restarts.
+
+    The periodic dump bounds what a kill -9 loses to `dump_interval_s` of blocks; a clean
+    stop (SIGTERM) dumps everything.
+    """
+    state = var_dir / STATE_FILE
+    return Anvil(
+        port=port or None,
+        args=("--state", str(state), "--state-interval", str(dump_interval_s)),
+        log=var_dir / "anvil.log",
+    )
+
+
+def read_only_anvil(var_dir: Path) -> Anvil | None:
+    """An anvil loaded from the saved state that never writes it back; None without one."""
+    state = var_dir / STATE_FILE
+    if not state.is_file():
+        return None
+    return Anvil(args=("--load-state", str(state)), log=var_dir / "anvil-readonly.log")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChain:
+    """Where the embedded anvil of a running `granular run` answers (var/anvil.json)."""
+
+    url: str
+    pid: int
+    chain_id: int = ANVIL_CHAIN_ID
+
+    def write(self, var_dir: Path) -> None:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path = var_dir / RUNTIME_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self)) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    @staticmethod
+    def remove(var_dir: Path) -> None:
+        (var_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+    @staticmethod
+    def running(var_dir: Path) -> EmbeddedChain | None:
+        """The recorded embedded anvil if it still answers, else None."""
+        path = var_dir / RUNTIME_FILE
+        try:
+            fields = json.loads(path.read_text(encoding="utf-8"))
+            found = EmbeddedChain(
+                url=str(fields["url"]), pid=int(fields["pid"]), chain_id=int(fields["chain_id"])
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        port = int(found.url.rsplit(":", 1)[1])
+        return found if Anvil(port=port).answers() else None
