@@ -6,6 +6,7 @@ from granular.adapters.db import (  # noqa: F401
     accounts,
     devices,
     headers,
+    issuance,
     outbox,
     readings,
     reservations,
