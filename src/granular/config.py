@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from granular.domain.energy import MaxEnergyPolicy, MaxEnergyRule
+from granular.paths import deployments_dir
 
 
 class Settings(BaseSettings):
@@ -29,6 +30,8 @@ class Settings(BaseSettings):
     )
     keystore: Path | None = Field(default=None, description="eth-account keystore of the issuer")
     password_file: Path | None = None
+    deployer_keystore: Path | None = Field(default=None, description="`granular deploy`'s key")
+    deployer_password_file: Path | None = None
     # The daemon (`granular run`) and the API it serves beside it.
     api_host: str = Field(default="127.0.0.1", description="where `granular run` serves the API")
     api_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port")
@@ -50,7 +53,11 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=100, ge=1)
     outbox_lease_ttl_s: float = Field(default=60.0, gt=0)
     outbox_backoff_max_s: float = Field(default=30.0, gt=0)
-    var_dir: Path = Path("var")
+    var_dir: Path = Field(default=Path("var"), description="embedded state: anvil, keys")
+
+    def deployments_path(self) -> Path:
+        """deployments/<network>.json, the one record every command reads."""
+        return (self.deployments_dir or deployments_dir()) / f"{self.network}.json"
 
     # Max-energy plausibility of meter reads (DESIGN.md §4): "drec" or "physical".
     max_energy_rule: MaxEnergyRule = MaxEnergyRule.DREC

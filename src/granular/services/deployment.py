@@ -138,11 +138,14 @@ class ChainTarget:
     chain_id: int
     registry: str
     record: dict[str, Any]
-    account: Signer = field(repr=False)
+    account: Signer | None = field(repr=False)  # None: opened to read, not to send
 
     @property
     def issuer(self) -> str:
-        address: str = self.account.address
+        """The signing key's address, or the recorded issuer when opened to read."""
+        address: str = (
+            self.account.address if self.account is not None else str(self.record["issuer"])
+        )
         return address
 
 
@@ -152,6 +155,7 @@ def open_chain(
     record_path: Path,
     keystore: Path | None,
     password_file: Path | None,
+    signing: bool = True,
 ) -> ChainTarget:
     """Connect and check everything before the daemon starts; each failure is one
     GranularError whose message is the one line the CLI prints:
@@ -179,7 +183,11 @@ def open_chain(
             "deploy again or fix the record",
             {"address": registry, "chainId": chain_id},
         )
-    account = signing_account(chain_id=chain_id, keystore=keystore, password_file=password_file)
+    account = (
+        signing_account(chain_id=chain_id, keystore=keystore, password_file=password_file)
+        if signing
+        else None
+    )
     return ChainTarget(
         rpc_url=rpc_url, chain_id=chain_id, registry=registry, record=record, account=account
     )
