@@ -54,11 +54,12 @@ def get_headers(*, session: Session, hashes: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 1000):
         chunk = wanted[start : start + 1000]
-        found.update(
-            session.execute(
-                select(CertificateHeaderRow.data_hash, CertificateHeaderRow.header_json).where(
-                    CertificateHeaderRow.data_hash.in_(chunk)
-                )
-            ).tuples()
-        )
+        rows = session.execute(
+            select(CertificateHeaderRow.data_hash, CertificateHeaderRow.header_json).where(
+                CertificateHeaderRow.data_hash.in_(chunk)
+            )
+        ).tuples()
+        # Pairs, not `found.update(rows)`: a result has a `keys()`, so update() would take
+        # it for a mapping and index it.
+        found.update((digest, text) for digest, text in rows)
     return found
