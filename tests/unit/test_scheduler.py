@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Collection
@@ -15,6 +17,7 @@ import pytest
 from granular.domain.windows import Frequency
 from granular.errors import GranularError
 from granular.scheduler.daemon import Daemon, Timing, WindowEndTrigger, Work, next_window_fire
+from granular.scheduler.stack import StopSignal
 
 T = datetime(2026, 3, 31, 23, 59, 0, tzinfo=UTC)
 
@@ -234,3 +237,23 @@ def test_stop_lets_the_job_in_hand_finish_then_releases_once() -> None:
     assert not daemon.scheduler.running
     daemon.stop()
     assert fake.closed == 1
+
+
+def test_a_first_signal_asks_for_a_clean_stop_and_a_second_ctrl_c_forces() -> None:
+    forced: list[bool] = []
+    stop = StopSignal(lambda: forced.append(True)).install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.event.wait(5)
+        assert forced == []
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM is still the clean stop
+        time.sleep(0.1)
+        assert forced == []
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while not forced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert forced == [True]
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
