@@ -47,6 +47,7 @@ def main() -> None:
         issuer=account.address,
         rpc_url=args.rpc_url,
         batch_size=args.batch_size,
+        items_per_commit=args.batch_size,  # one batch per transaction
     )
     now = datetime.fromisoformat(args.now)
 

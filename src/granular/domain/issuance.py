@@ -50,6 +50,11 @@ class ItemOutcome(StrEnum):
     LEFTOVER = "leftover"  # beyond the target without authority to exceed: not minted
 
 
+def _instant(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z: 2026-06-30T00:00:00Z (microseconds only when not 0)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ItemKey:
     """(reservation, device, window start, sequence): the idempotency key of one item."""
@@ -60,7 +65,7 @@ class ItemKey:
     sequence: int
 
     def text(self) -> str:
-        start = self.window_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        start = _instant(self.window_start)
         return f"{self.reservation_id}:{self.device_id}:{start}:{self.sequence}"
 
 
@@ -288,10 +293,6 @@ class DeviceFacts:
     project_name: str | None
     latitude: str | None
     longitude: str | None
-
-
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_header(

@@ -125,6 +125,7 @@ class IssuanceContext:
     batch_size: int = 100  # items per issueBatch transaction (fits the gas cap)
     max_energy_policy: MaxEnergyPolicy = field(default_factory=MaxEnergyPolicy)
     gas_cap: int = 16_777_216  # per-transaction gas cap the batch size is held under
+    items_per_commit: int = 1_000  # batches written per DB transaction (whole batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +448,29 @@ def _submit_batch(
     )
 
 
+def _write_batches(
+    sessions: sessionmaker[Session],
+    context: IssuanceContext,
+    groups: Sequence[Sequence[_Mint]],
+    now: datetime,
+) -> None:
+    """Each group is one batch: its outbox request, batch row, items, provenance and
+    headers, all in ONE transaction (several batches may share it)."""
+    with sessions.begin() as session:
+        for group in groups:
+            batch_row = _submit_batch(
+                session, context, group[0].tier, [(m.key, m.item) for m in group], now
+            )
+            db.add_items(
+                session=session, items=[m.item for m in group], batch_row_id=batch_row, now=now
+            )
+            put_headers(
+                session=session,
+                headers=[(m.item.data_hash or "", m.canonical) for m in group],
+                now=now,
+            )
+
+
 def plan(
     *,
     sessions: sessionmaker[Session],
@@ -480,27 +504,27 @@ def plan(
         by_tier[mint.tier].append(mint)
     groups = [chunk for tier in sorted(by_tier) for chunk in chunks(by_tier[tier], size)]
     items_planned = batches = 0
-    for done, group in enumerate(groups, start=1):
+    per_commit = max(1, context.items_per_commit // size)
+    for first in range(0, len(groups), per_commit):
+        together = groups[first : first + per_commit]
         try:
-            with sessions.begin() as session:
-                batch_row = _submit_batch(
-                    session, context, group[0].tier, [(m.key, m.item) for m in group], now
-                )
-                db.add_items(
-                    session=session, items=[m.item for m in group], batch_row_id=batch_row, now=now
-                )
-                put_headers(
-                    session=session,
-                    headers=[(m.item.data_hash or "", m.canonical) for m in group],
-                    now=now,
-                )
+            _write_batches(sessions, context, together, now)
+            written = together
         except (_AlreadyPlanned, IntegrityError):
-            _log.warning(json.dumps({"event": "batch_already_planned", "items": len(group)}))
-            continue
-        items_planned += len(group)
-        batches += 1
+            # Some were planned already (another planner without the lease): one by one.
+            written = []
+            for group in together:
+                try:
+                    _write_batches(sessions, context, [group], now)
+                    written.append(group)
+                except (_AlreadyPlanned, IntegrityError):
+                    _log.warning(
+                        json.dumps({"event": "batch_already_planned", "items": len(group)})
+                    )
+        items_planned += sum(len(group) for group in written)
+        batches += len(written)
         if progress is not None:
-            progress(done, len(groups))
+            progress(first + len(together), len(groups))
     failed = 0
     warnings: list[str] = []
     for result in planned:
@@ -573,6 +597,7 @@ def settle(
     ]
     issued = failed = 0
     submitted = 0
+    touched: set[int] = set()
     if confirmed:
         reader = RegistryReader(context.rpc_url, context.registry)
         receipts = reader.receipts([outcomes[b.id].tx_hash or "" for b in confirmed])  # type: ignore[union-attr]
@@ -583,6 +608,7 @@ def settle(
             if receipt is None:
                 continue  # the node lost it (a reorg): the outbox will tell again
             lines = _record_batch(sessions, context, batch, receipt, outcome.tx_hash, now)
+            touched.update(line["reservationId"] for line in lines)
             issued += len(lines)
             for line in lines:
                 _log.info(json.dumps(line, sort_keys=True))
@@ -662,6 +688,9 @@ def settle(
                 }
             )
         )
+    if touched:
+        with sessions.begin() as session:  # a recount: idempotent, once per pass
+            db.refresh_volumes(session=session, reservation_ids=touched, now=now)
     return PassReport(batches_submitted=submitted, certificates_issued=issued, items_failed=failed)
 
 
@@ -729,9 +758,6 @@ def _record_batch(
             block_number=block,
             minted=minted,
             now=now,
-        )
-        db.refresh_volumes(
-            session=session, reservation_ids={i.reservation_id for i in items}, now=now
         )
     return lines
 
