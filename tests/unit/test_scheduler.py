@@ -257,3 +257,46 @@ def test_a_first_signal_asks_for_a_clean_stop_and_a_second_ctrl_c_forces() -> No
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_plans_of_one_process_never_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from granular.scheduler import stack
+
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def slow_plan(**_: object) -> Report:
+        inside.append(1)
+        if len(inside) > 1:
+            overlaps.append(len(inside))
+        time.sleep(0.2)
+        inside.pop()
+        return Report()
+
+    class Lease:
+        def release(self) -> None: ...
+
+    class Sender:
+        def close(self) -> None: ...
+
+    monkeypatch.setattr(stack.issuance, "plan", slow_plan)
+    monkeypatch.setattr(stack.issuance, "planner_lease", lambda *_, **__: Lease())
+    context = stack.issuance.IssuanceContext(
+        chain_id=31337, registry="0x" + "1" * 40, issuer="0x" + "2" * 40, rpc_url="http://x"
+    )
+    work = stack.issuance_work(
+        settings=stack.Settings(),
+        engine=None,  # type: ignore[arg-type]
+        sessions=None,  # type: ignore[arg-type]
+        sender=Sender(),  # type: ignore[arg-type]
+        context=context,
+    )
+    threads = [
+        threading.Thread(target=work.plan, args=(T, frequencies))
+        for frequencies in (None, (Frequency.HOURLY,), (Frequency.DAILY,))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []

@@ -191,11 +191,16 @@ def issuance_work(
     """The daemon's jobs bound to granular.services.issuance, this process's sender and
     its planner lease (only the holder plans; the sender has a lease of its own)."""
     lease = issuance.planner_lease(engine, context.chain_id, ttl_s=settings.outbox_lease_ttl_s)
+    # The per-frequency jobs and the catch-up may fire together: one plan at a time in this
+    # process (the lease object is not thread-safe, and two passes would race for the
+    # same windows only to have the unique item key roll one back).
+    planning = threading.Lock()
 
     def plan(now: datetime, frequencies: Collection[Frequency] | None) -> PassReportLike:
-        return issuance.plan(
-            sessions=sessions, context=context, now=now, frequencies=frequencies, lease=lease
-        )
+        with planning:
+            return issuance.plan(
+                sessions=sessions, context=context, now=now, frequencies=frequencies, lease=lease
+            )
 
     def settle(now: datetime) -> PassReportLike:
         return issuance.settle(sessions=sessions, context=context, now=now)
@@ -208,7 +213,7 @@ def issuance_work(
 
     def close() -> None:
         sender.close()
-        with contextlib.suppress(DBAPIError):  # gone: the lease expires or dies with it
+        with planning, contextlib.suppress(DBAPIError):  # gone: it expires or dies with it
             lease.release()
 
     return Work(plan=plan, settle=settle, advance=advance, send=send, close=close)
