@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.db.headers import CertificateHeaderRow
+from granular.adapters.db.issuance import IssuanceBatchRow, IssuanceItemRow, IssuedCertificateRow
+from granular.adapters.db.outbox import TxAttempt, TxRequest
 from granular.domain.reads import ReadKind
 from granular.domain.windows import Frequency
 from granular.services import issuance
@@ -458,3 +460,61 @@ def test_a_reverting_item_is_isolated_by_bisection_and_the_others_are_issued(
     [bad] = items(sessions, closed)
     assert bad.state == "failed" and bad.failure_code == "CertificateRegistryWalletClosed"
     assert reservation_row(sessions, closed)[:3] == (0, 1_002, 0)
+
+
+def test_a_batch_already_on_chain_is_recorded_from_its_events_never_minted_again(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    deployment: dict[str, Any],
+    issuer_account: LocalAccount,
+    buyer: str,
+) -> None:
+    """A database restored from before the confirmation: the request is queued again, its
+    estimate reverts with BatchAlreadyIssued, and settle records the certificates the
+    chain holds instead of bisecting (which would mint them twice)."""
+    owner = principal(sessions, "plant", "device_owner")
+    buyer_org = principal(sessions, "buyer", "buyer")
+    devices = [add_device(sessions, owner, f"d{i}", now=DAY) for i in range(2)]
+    for i in range(2):
+        reads(
+            sessions,
+            owner,
+            f"d{i}",
+            ReadKind.HISTORY,
+            [(DAY, utc(2026, 6, 30, 1), 700 + i)],
+            now=NOW,
+        )
+    rid = reserve(
+        sessions,
+        buyer_org,
+        devices,
+        frequency=Frequency.HOURLY,
+        start=DAY,
+        end=utc(2026, 7, 1),
+        wallet=buyer,
+        now=NOW,
+    )
+    ctx = context(anvil, deployment, issuer_account.address)
+    issuance.plan(sessions=sessions, context=ctx, now=NOW)
+    sender = new_sender(engine, anvil, issuer_account)
+    issue_all(sessions, ctx, sender, NOW)
+    before = {i.id: certificate_of(sessions, i.id) for i in items(sessions, rid)}
+    with sessions.begin() as session:  # "restore" the database to before the confirmation
+        session.execute(delete(IssuedCertificateRow))
+        session.execute(update(IssuanceItemRow).values(state="pending"))
+        session.execute(update(IssuanceBatchRow).values(state="pending", tx_hash=None))
+        session.execute(delete(TxAttempt))
+        session.execute(
+            update(TxRequest).values(
+                state="queued", nonce=None, tx_hash=None, block_number=None, block_hash=None
+            )
+        )
+
+    driven = issue_all(sessions, ctx, sender, NOW)
+
+    assert (driven.certificates, driven.failed) == (2, 0)
+    after = {i.id: certificate_of(sessions, i.id) for i in items(sessions, rid)}
+    assert after == before
+    assert len(chain.registry.events.CertificateIssued().get_logs(from_block=0)) == 2

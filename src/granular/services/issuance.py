@@ -492,9 +492,14 @@ def plan(
         reservation_ids = db.reservations_to_plan(session=session, now=now, frequencies=names)
     planned: list[_Planned] = []
     mints: list[_Mint] = []
+    skipped: list[str] = []
     for reservation_id in reservation_ids:
-        with sessions() as session:
-            found = _plan_one(session, context, reservation_id, now)
+        try:
+            with sessions() as session:
+                found = _plan_one(session, context, reservation_id, now)
+        except GranularError as error:  # one reservation's fault never blocks the others
+            skipped.append(f"reservation {reservation_id}: not planned: {error}")
+            continue
         if found is not None:
             planned.append(found[0])
             mints.extend(found[1])
@@ -526,7 +531,7 @@ def plan(
         if progress is not None:
             progress(first + len(together), len(groups))
     failed = 0
-    warnings: list[str] = []
+    warnings: list[str] = list(skipped)
     for result in planned:
         warnings.extend(result.warnings)
         try:
@@ -607,7 +612,11 @@ def settle(
             receipt = receipts.get(outcome.tx_hash)
             if receipt is None:
                 continue  # the node lost it (a reorg): the outbox will tell again
-            lines = _record_batch(sessions, context, batch, receipt, outcome.tx_hash, now)
+            try:
+                lines = _record_batch(sessions, context, batch, receipt, outcome.tx_hash, now)
+            except CertificateMismatch as error:  # stays pending, and says so every pass
+                _log.error(json.dumps({"event": "certificate_mismatch", "detail": str(error)}))
+                continue
             touched.update(line["reservationId"] for line in lines)
             issued += len(lines)
             for line in lines:
@@ -617,6 +626,11 @@ def settle(
         assert outcome is not None
         code = outcome.error_code or "reverted"
         detail = outcome.error_detail or "reverted"
+        if code == ALREADY_ISSUED:
+            # This very batch is on chain already (a database restored from a backup, say):
+            # record what the chain holds; bisecting would mint its items a second time.
+            issued += _recover_issued_batch(sessions, context, batch, now, touched)
+            continue
         with sessions.begin() as session:
             items = db.batch_items(session=session, batch_row_id=batch.id)
             if len(items) <= 1:
@@ -692,6 +706,58 @@ def settle(
         with sessions.begin() as session:  # a recount: idempotent, once per pass
             db.refresh_volumes(session=session, reservation_ids=touched, now=now)
     return PassReport(batches_submitted=submitted, certificates_issued=issued, items_failed=failed)
+
+
+ALREADY_ISSUED = "CertificateRegistryBatchAlreadyIssued"
+
+
+def _recover_issued_batch(
+    sessions: sessionmaker[Session],
+    context: IssuanceContext,
+    batch: db.BatchRecord,
+    now: datetime,
+    touched: set[int],
+) -> int:
+    """Record the certificates of a batch the registry says it issued before, from its
+    BatchIssued event; a batch whose events differ from its items is failed, never split."""
+    reader = RegistryReader(context.rpc_url, context.registry)
+    tx_hash = reader.batch_transaction(batch.batch_id)
+    receipt = reader.receipts([tx_hash])[tx_hash] if tx_hash is not None else None
+    reason = "the registry reports this batch issued, but no BatchIssued event was found"
+    if receipt is not None and tx_hash is not None:
+        try:
+            lines = _record_batch(sessions, context, batch, receipt, tx_hash, now)
+        except CertificateMismatch as error:
+            reason = str(error)
+        else:
+            for line in lines:
+                _log.info(json.dumps(line, sort_keys=True))
+            touched.update(line["reservationId"] for line in lines)
+            return len(lines)
+    with sessions.begin() as session:
+        items = db.batch_items(session=session, batch_row_id=batch.id)
+        if db.close_batch(
+            session=session,
+            batch_row_id=batch.id,
+            state=db.FAILED,
+            tx_hash=tx_hash,
+            block_number=None,
+            error_code=ALREADY_ISSUED,
+            error_detail=reason,
+            now=now,
+        ):
+            db.fail_items(
+                session=session,
+                item_ids=[i.id for i in items],
+                code=ALREADY_ISSUED,
+                detail=reason,
+                now=now,
+            )
+            touched.update(i.reservation_id for i in items)
+    _log.error(
+        json.dumps({"event": "batch_already_issued", "batchId": batch.batch_id, "detail": reason})
+    )
+    return 0
 
 
 def _record_batch(

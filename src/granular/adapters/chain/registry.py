@@ -217,6 +217,28 @@ class RegistryReader:
         logs = answer.get("result") or []
         return _certificate(logs[0]) if logs else None
 
+    def batch_transaction(self, batch_id: str) -> str | None:
+        """The transaction whose BatchIssued event carries `batch_id` (None: not found)."""
+        answer = self._post(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_getLogs",
+                "params": [
+                    {
+                        "address": self.registry,
+                        "fromBlock": "0x0",
+                        "toBlock": "latest",
+                        "topics": [BATCH_ISSUED_TOPIC, batch_id],
+                    }
+                ],
+            }
+        )
+        if "error" in answer:
+            raise ChainUnavailable(self._url, str(answer["error"].get("message", "")))
+        logs = answer.get("result") or []
+        return str(logs[0]["transactionHash"]) if logs else None
+
     def describe(self) -> str:
         return f"registry {self.registry} at {redact_url(self._url)}"
 
