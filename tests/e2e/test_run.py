@@ -1,7 +1,9 @@
 """`granular run` as `make run` starts it, in a subprocess on SQLite and its own anvil:
-the example fleet becomes `certificate_issued` lines; `verify` and `show` work from another
-process with no configuration; SIGTERM stops it with exit 0; a restart (stopped by SIGINT)
-resumes on the same chain and mints nothing twice; a tampered header fails `verify`."""
+the example fleet becomes `certificate_issued` lines; a kill -9 in the middle takes its
+anvil down with it and the restart finishes the job minting nothing twice; `verify` and
+`show` work from another process with no configuration; SIGTERM stops it with exit 0; a
+restart (stopped by SIGINT) resumes on the same chain and mints nothing; a tampered header
+fails `verify`."""
 
 from __future__ import annotations
 
@@ -82,6 +84,17 @@ def get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+def get_or_none(url: str) -> int | None:
+    """The HTTP status of a JSON-RPC call to `url`, None when nothing answers."""
+    body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return int(response.status)
+    except OSError:
+        return None
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -118,32 +131,46 @@ def test_make_run_issues_the_examples_then_resumes_without_minting_twice(tmp_pat
         "GRANULAR_DEPLOYMENTS_DIR": str(tmp_path / "deployments"),
         "GRANULAR_API_PORT": "0",
         "GRANULAR_CATCH_UP_INTERVAL_S": "5",
+        # Small batches signed one per round: issuance spreads over seconds, so the kill -9
+        # below lands in the middle of it.
+        "GRANULAR_ISSUANCE_BATCH_SIZE": "25",
+        "GRANULAR_OUTBOX_BATCH_SIZE": "1",
     }
+    crashed = Daemon(env, tmp_path, "crashed")
+    try:
+        wait_for("a first certificate", lambda: crashed.events("certificate_issued"), crashed)
+        planned = sum(e.get("items_planned", 0) for e in crashed.events("job_done"))
+        runtime = json.loads((var_dir / "anvil.json").read_text())
+        crashed.process.kill()  # kill -9 in the middle of issuance
+        crashed.process.wait()
+    finally:
+        crashed.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and get_or_none(runtime["url"]) is not None:
+        time.sleep(0.2)
+    assert get_or_none(runtime["url"]) is None, "anvil outlived the granular run that started it"
+    assert 0 < len(certificates(db)) < planned, "the kill -9 came too late to be mid-issuance"
+
     first = Daemon(env, tmp_path, "first")
     try:
         url = wait_for("API URL", first.api_url, first)
-        planned = wait_for(
-            "a planning pass",
-            lambda: sum(e.get("items_planned", 0) for e in first.events("job_done")),
-            first,
+        wait_for(
+            "every planned certificate issued", lambda: len(certificates(db)) >= planned, first
         )
-        issued = wait_for(
-            "every planned certificate issued",
-            lambda: (lines := first.events("certificate_issued"))
-            and len(lines) >= planned
-            and lines,
-            first,
-        )
-        assert len(issued) == planned > 100  # 7 days: wind every hour, solar by day
+        issued = first.events("certificate_issued")
+        assert len(first.events("job_done")) >= 1
+        assert sum(e.get("items_planned", 0) for e in first.events("job_done")) == 0
+        # Nothing minted twice across the crash: ids 1..planned, one per item.
+        assert [c for c, _ in certificates(db)] == list(range(1, planned + 1))
+        assert planned > 100  # 7 days: wind every hour, solar by day
         assert all(re.fullmatch(r"0x[0-9a-f]{64}", line["txHash"]) for line in issued)
-        assert sorted(line["certificateId"] for line in issued) == list(range(1, planned + 1))
-        assert "owner: gk_" in first.out.read_text() and "buyer: gk_" in first.out.read_text()
+        assert "owner: gk_" in crashed.out.read_text() and "buyer: gk_" in crashed.out.read_text()
 
         status, health = get(f"{url}/healthz")
         assert status == 200 and json.loads(health)["scheduler"] == "running"
         _, metrics = get(f"{url}/metrics")
         assert metric(metrics, "granular_reads", outcome="accepted") == 506
-        assert metric(metrics, "granular_issuance_items_total", state="issued") == planned
+        assert metric(metrics, "granular_issuance_items_total", state="issued") == len(issued)
         assert metric(metrics, "granular_outbox_queue_depth") == 0
 
         # From another terminal, with no configuration but the same var/ and deployments/.
@@ -152,9 +179,7 @@ def test_make_run_issues_the_examples_then_resumes_without_minting_twice(tmp_pat
         assert json.loads(verified.stdout)["ok"] is True
         shown = cli(env, "show", "1")
         assert shown.returncode == 0, shown.stderr
-        assert json.loads(shown.stdout)["txHash"] == next(
-            line["txHash"] for line in issued if line["certificateId"] == 1
-        )
+        assert json.loads(shown.stdout)["txHash"] == dict(certificates(db))[1]
         twice = cli(env, "run")
         assert twice.returncode == 1
         assert "a granular run already uses" in twice.stderr

@@ -4,6 +4,8 @@ and says what is wrong in one line (exit 1); the embedded anvil keeps its chain 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,22 @@ def test_the_embedded_chain_survives_a_restart_and_is_deployed_once(tmp_path: Pa
     with persistent_anvil(var_dir) as fresh:
         _, deployed = ensure_deployment(rpc_url=fresh.url, network="local", directory=directory)
         assert deployed
+
+
+def test_an_anvil_whose_granular_died_is_found_and_stopped(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    anvil = Anvil()
+    anvil.start()
+    try:
+        assert anvil.pid is not None
+        EmbeddedChain(url=anvil.url, pid=dead.pid, anvil_pid=anvil.pid).write(tmp_path)
+        found = EmbeddedChain.running(tmp_path)
+        assert found is not None and found.orphaned()
+        found.stop_orphan()
+        assert not anvil.answers()
+        assert EmbeddedChain.running(tmp_path) is None
+    finally:
+        anvil.stop()
+    alive = EmbeddedChain(url="http://127.0.0.1:1", pid=os.getpid())
+    assert not alive.orphaned()

@@ -106,6 +106,10 @@ def chain_for(settings: Settings, purpose: Purpose) -> Iterator[OpenChain]:
         return
     var_dir = settings.var_dir
     running = EmbeddedChain.running(var_dir)
+    if running is not None and running.orphaned() and purpose is not Purpose.READ:
+        _event("orphaned_anvil_stopped", url=running.url, pid=running.anvil_pid)
+        running.stop_orphan()  # its state is dumped; the new anvil loads it
+        running = EmbeddedChain.running(var_dir)
     if running is not None:
         if purpose is Purpose.RUN:
             raise AlreadyRunning(
@@ -139,7 +143,7 @@ def chain_for(settings: Settings, purpose: Purpose) -> Iterator[OpenChain]:
             _, deployed = ensure_deployment(
                 rpc_url=anvil.url, network=settings.network, directory=record_path.parent
             )
-            EmbeddedChain(url=anvil.url, pid=os.getpid()).write(var_dir)
+            EmbeddedChain(url=anvil.url, pid=os.getpid(), anvil_pid=anvil.pid).write(var_dir)
         try:
             target = open_chain(
                 rpc_url=anvil.url,
