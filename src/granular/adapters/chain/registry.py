@@ -46,7 +46,7 @@ class IssuanceCall:
 @dataclass(frozen=True, slots=True)
 class CertificateIssued:
     certificate_id: int
-    owner: str
+    owner: str  # lower-case 0x hex
     kind: int
     quantity_wh: int
     data_hash: str  # 0x hex
@@ -106,16 +106,18 @@ def _hex_int(value: Any) -> int:
 
 
 def _certificate(log: Mapping[str, Any]) -> CertificateIssued:
+    """CertificateIssued(uint256 indexed id, address indexed owner, uint8 kind, uint64
+    quantityWh, bytes32 dataHash): three static words of data, read directly."""
     topics = log["topics"]
-    kind, quantity, data_hash = abi_decode(
-        ["uint8", "uint64", "bytes32"], bytes.fromhex(log["data"].removeprefix("0x"))
-    )
+    data = str(log["data"]).removeprefix("0x")
+    if len(data) != 3 * 64:
+        raise ValueError(f"CertificateIssued data of {len(data) // 2} bytes, expected 96")
     return CertificateIssued(
         certificate_id=int(topics[1], 16),
-        owner=to_checksum_address("0x" + topics[2][-40:]),
-        kind=int(kind),
-        quantity_wh=int(quantity),
-        data_hash="0x" + bytes(data_hash).hex(),
+        owner="0x" + str(topics[2])[-40:].lower(),
+        kind=int(data[0:64], 16),
+        quantity_wh=int(data[64:128], 16),
+        data_hash="0x" + data[128:192].lower(),
         tx_hash=log["transactionHash"],
         block_number=_hex_int(log["blockNumber"]),
     )

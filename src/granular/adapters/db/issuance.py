@@ -246,6 +246,9 @@ class CertificateRecord:
     provenance: dict[str, Any]
 
 
+_ITEM_FIELDS = tuple(ItemRecord.__dataclass_fields__)
+
+
 def _batch(row: IssuanceBatchRow) -> BatchRecord:
     return BatchRecord(
         id=row.id,
@@ -514,12 +517,19 @@ def pending_batches(*, session: Session, chain_id: int) -> list[BatchRecord]:
 
 
 def batch_items(*, session: Session, batch_row_id: int) -> list[ItemRecord]:
-    rows = session.scalars(
-        select(IssuanceItemRow)
-        .where(IssuanceItemRow.batch_row_id == batch_row_id)
-        .order_by(IssuanceItemRow.batch_position)
-    )
-    return [_item(row) for row in rows]
+    """A batch's items in their calldata order (plain columns: no ORM objects to build)."""
+    rows = session.execute(
+        select(*(_ITEMS.c[name] for name in _ITEM_FIELDS))
+        .where(_ITEMS.c.batch_row_id == batch_row_id)
+        .order_by(_ITEMS.c.batch_position)
+    ).tuples()
+    found = []
+    for row in rows:
+        values = dict(zip(_ITEM_FIELDS, row, strict=True))
+        for name in ("window_start", "period_start", "period_end"):
+            values[name] = as_utc(values[name])
+        found.append(ItemRecord(**values))
+    return found
 
 
 def close_batch(
