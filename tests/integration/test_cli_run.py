@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil, EmbeddedChain, persistent_anvil
 from granular.adapters.chain.client import connect
 from granular.adapters.chain.deployer import has_code
+from granular.adapters.db.outbox import RequestState, TxRequest
 from granular.cli import main
+from granular.services import outbox
 from granular.services.deployment import ensure_deployment
 
 SECRET = "hunter2-secret"
@@ -159,3 +162,28 @@ def test_an_anvil_whose_granular_died_is_found_and_stopped(tmp_path: Path) -> No
         anvil.stop()
     alive = EmbeddedChain(url="http://127.0.0.1:1", pid=os.getpid())
     assert not alive.orphaned()
+
+
+def test_an_embedded_chain_behind_the_database_is_said_loudly(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    from granular.scheduler.stack import _check_not_behind
+
+    with Anvil() as fresh:  # head block 0
+        _check_not_behind(fresh, sessions, 31337)
+        assert "embedded_chain_behind" not in caplog.text
+        with sessions.begin() as session:
+            submitted = outbox.submit(
+                session=session,
+                chain_id=31337,
+                signer="0x" + "1" * 40,
+                idempotency_key="k",
+                to="0x" + "2" * 40,
+                data=b"",
+            )
+            row = session.get(TxRequest, submitted.request_id)
+            assert row is not None
+            row.state, row.block_number = RequestState.CONFIRMED.value, 42
+        _check_not_behind(fresh, sessions, 31337)
+    (line,) = [r.getMessage() for r in caplog.records if "embedded_chain_behind" in r.getMessage()]
+    assert json.loads(line)["headBlock"] == 0 and json.loads(line)["lastConfirmedBlock"] == 42

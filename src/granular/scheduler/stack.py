@@ -52,7 +52,7 @@ from granular.scheduler.daemon import Daemon, Timing, Work
 from granular.services import issuance
 from granular.services.deployment import ChainTarget, ensure_deployment, open_chain
 from granular.services.examples import load_examples, loaded
-from granular.services.metrics import Metrics, PassReportLike
+from granular.services.metrics import Metrics, PassReportLike, last_confirmed_block
 from granular.services.outbox import OutboxSender, config_from_settings, send_once
 
 log = logging.getLogger("granular")
@@ -324,6 +324,8 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
             embedded=chain.embedded,
             deployed=chain.deployed,
         )
+        if chain.anvil is not None:
+            _check_not_behind(chain.anvil, sessions, target.chain_id)
         if chain.embedded and settings.examples:
             _load_examples(settings, sessions)
         context = issuance_context(settings, target)
@@ -363,6 +365,26 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
             stop.restore()
     _event("stopped")
     return 0
+
+
+def _check_not_behind(anvil: Anvil, sessions: sessionmaker[Session], chain_id: int) -> None:
+    """The embedded chain is dumped every few seconds and on a clean stop; if it was lost
+    uncleanly (anvil killed -9, a machine crash), the database may hold transactions
+    confirmed in blocks the reloaded chain never had. Say so loudly; nothing repairs it."""
+    last = last_confirmed_block(sessions=sessions, chain_id=chain_id)
+    head = anvil.head_block()
+    if last is not None and head < last:
+        log.warning(
+            json.dumps(
+                {
+                    "event": "embedded_chain_behind",
+                    "headBlock": head,
+                    "lastConfirmedBlock": last,
+                    "advice": "the embedded chain lost blocks the database relies on; "
+                    "stop, remove var/ and deployments/local.json, start again",
+                }
+            )
+        )
 
 
 def _load_examples(settings: Settings, sessions: sessionmaker[Session]) -> None:

@@ -205,3 +205,10 @@ class Metrics:
             lease_held=leased,
             checked_at=self.clock(),
         )
+
+
+def last_confirmed_block(*, sessions: sessionmaker[Session], chain_id: int) -> int | None:
+    """The block of the latest confirmed transaction request on `chain_id`."""
+    with sessions() as session:
+        found = db.snapshot(session=session, chain_id=chain_id, now=datetime.now(UTC))
+    return found.last_confirmed_block

@@ -110,6 +110,18 @@ class Anvil:
         self.stop()
         raise AnvilFailed(f"anvil did not answer on {self.url} within {timeout_s} s")
 
+    def head_block(self) -> int:
+        """The latest block number (raises AnvilFailed when anvil does not answer)."""
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(json.loads(response.read())["result"], 16)
+        except (OSError, ValueError, KeyError) as error:
+            raise AnvilFailed(f"anvil at {self.url}: {type(error).__name__}") from None
+
     def answers(self) -> bool:
         body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
         request = urllib.request.Request(
