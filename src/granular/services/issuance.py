@@ -181,8 +181,11 @@ def _due_windows(
     kinds: dict[int, DeviceKind],
     until: dict[int, datetime],
     due_by: datetime,
+    considered: datetime | None = None,
 ) -> list[DeviceWindow]:
-    """Each device's due windows (period end <= due_by) with the energy known in them."""
+    """Each device's due windows (period end <= due_by) with the energy known in them.
+    A window without data that an earlier pass considered is left out (nothing to do, and
+    it was warned about then)."""
     frequency = Frequency(reservation.frequency)
     energy: dict[tuple[int, datetime], int] = defaultdict(int)
     ids: dict[tuple[int, datetime], list[int]] = defaultdict(list)
@@ -224,6 +227,8 @@ def _due_windows(
             if period_start >= period_end or period_end > due_by:
                 continue
             key = (device_id, window.start)
+            if key not in energy and considered is not None and period_end <= considered:
+                continue
             found.append(
                 DeviceWindow(
                     device_id=device_id,
@@ -263,7 +268,7 @@ def _plan_one(
     intervals = db.intervals_between(
         session=session, device_ids=list(until), start=reservation.start, end=min(horizon, due_by)
     )
-    windows = _due_windows(reservation, intervals, kinds, until, due_by)
+    windows = _due_windows(reservation, intervals, kinds, until, due_by, considered)
     if not windows:
         return None
     accounted = {
