@@ -470,33 +470,45 @@ def add_items(
     provenance; the unique key refuses an item planned before (IntegrityError)."""
     if not items:
         return []
-    ids = list(
-        session.scalars(
-            insert(_ITEMS).returning(_ITEMS.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "reservation_id": item.reservation_id,
-                    "device_id": item.device_id,
-                    "window_start": item.window_start,
-                    "sequence": item.sequence,
-                    "period_start": item.period_start,
-                    "period_end": item.period_end,
-                    "kind": item.kind,
-                    "quantity_wh": item.quantity_wh,
-                    "owner": item.owner,
-                    "state": item.state,
-                    "data_hash": item.data_hash,
-                    "batch_row_id": batch_row_id,
-                    "batch_position": position if batch_row_id is not None else None,
-                    "failure_code": item.failure_code,
-                    "failure_detail": item.failure_detail,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for position, item in enumerate(items)
-            ],
+    rows = [
+        {
+            "reservation_id": item.reservation_id,
+            "device_id": item.device_id,
+            "window_start": item.window_start,
+            "sequence": item.sequence,
+            "period_start": item.period_start,
+            "period_end": item.period_end,
+            "kind": item.kind,
+            "quantity_wh": item.quantity_wh,
+            "owner": item.owner,
+            "state": item.state,
+            "data_hash": item.data_hash,
+            "batch_row_id": batch_row_id,
+            "batch_position": position if batch_row_id is not None else None,
+            "failure_code": item.failure_code,
+            "failure_detail": item.failure_detail,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for position, item in enumerate(items)
+    ]
+    if batch_row_id is None:
+        ids = list(
+            session.scalars(
+                insert(_ITEMS).returning(_ITEMS.c.id, sort_by_parameter_order=True), rows
+            )
         )
-    )
+    else:
+        # A plain executemany (one prepared statement) and the ids read back by position:
+        # RETURNING makes one large statement per page that the driver parses anew.
+        session.execute(insert(_ITEMS), rows)
+        found = session.execute(
+            select(_ITEMS.c.batch_position, _ITEMS.c.id).where(
+                _ITEMS.c.batch_row_id == batch_row_id
+            )
+        ).tuples()
+        by_position = {position: item_id for position, item_id in found}
+        ids = [by_position[position] for position in range(len(items))]
     session.execute(
         insert(_PROVENANCE),
         [
