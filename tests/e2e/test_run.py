@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from granular.paths import project_root
 
+ISSUER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first development account
+
 
 class Daemon:
     def __init__(self, env: dict[str, str], logs: Path, name: str) -> None:
@@ -184,9 +186,14 @@ def test_make_run_issues_the_examples_then_resumes_without_minting_twice(tmp_pat
         assert twice.returncode == 1
         assert "a granular run already uses" in twice.stderr
 
+        with sqlite3.connect(db) as connection:
+            held = {name for (name,) in connection.execute("SELECT name FROM tx_lease")}
+        assert held == {"issuance:31337", f"outbox:31337:{ISSUER}"}
         assert first.stop(signal.SIGTERM) == 0
         assert first.events("daemon_stopped")
         assert not (var_dir / "anvil.json").exists()
+        with sqlite3.connect(db) as connection:  # a clean stop releases both leases
+            assert connection.execute("SELECT count(*) FROM tx_lease").fetchone() == (0,)
     finally:
         first.kill()
     minted = certificates(db)
