@@ -588,21 +588,28 @@ def settle(
     now = to_utc(now, field="now")
     with sessions() as session:
         pending = db.pending_batches(session=session, chain_id=context.chain_id)
+        # The requests not yet final, in one query; only the others are looked up one by
+        # one, so each batch's outcome is read about once in its life, not every pass.
+        unfinished = {
+            o.idempotency_key
+            for o in outbox.outcomes(session=session, chain_id=context.chain_id, states=_NOT_FINAL)
+        }
         outcomes = {
             b.id: outbox.outcome(
                 session=session, chain_id=context.chain_id, idempotency_key=b.idempotency_key
             )
             for b in pending
+            if b.idempotency_key not in unfinished
         }
     confirmed = [
         b
         for b in pending
-        if (o := outcomes[b.id]) is not None and o.state is RequestState.CONFIRMED
+        if (o := outcomes.get(b.id)) is not None and o.state is RequestState.CONFIRMED
     ]
     reverted = [
         b
         for b in pending
-        if (o := outcomes[b.id]) is not None
+        if (o := outcomes.get(b.id)) is not None
         and o.state in (RequestState.REVERTED, RequestState.FAILED)
     ]
     issued = failed = 0
@@ -714,6 +721,7 @@ def settle(
 
 
 ALREADY_ISSUED = "CertificateRegistryBatchAlreadyIssued"
+_NOT_FINAL = (RequestState.QUEUED, RequestState.SIGNED, RequestState.SENT, RequestState.MINED)
 
 
 def _recover_issued_batch(
