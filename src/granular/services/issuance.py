@@ -885,7 +885,9 @@ def verify_certificate(
             recomputed = data_hash_hex(canonical_json(json.loads(header)))
         except (ValueError, GranularError) as error:
             reason = f"the stored header is not canonical JSON: {error}"
-    event = RegistryReader(context.rpc_url, context.registry).certificate_event(certificate_id)
+    event = RegistryReader(context.rpc_url, context.registry).certificate_event(
+        certificate_id, block=record.block_number
+    )
     on_chain = event.data_hash if event is not None else None
     if reason is None:
         if on_chain is None:

@@ -194,8 +194,21 @@ class RegistryReader:
                 found[tx_hash] = answer.get("result")
         return found
 
-    def certificate_event(self, certificate_id: int) -> CertificateIssued | None:
-        """The chain's CertificateIssued event of one certificate id (None: never issued)."""
+    def certificate_event(
+        self, certificate_id: int, *, block: int | None = None
+    ) -> CertificateIssued | None:
+        """The chain's CertificateIssued event of one certificate id (None: never issued).
+        `block`: where it was recorded; searched first (many RPCs refuse a log query over
+        the whole chain), then the whole chain (a reorg may have moved it)."""
+        if block is not None:
+            found = self._certificate_logs(certificate_id, hex(block), hex(block))
+            if found is not None:
+                return found
+        return self._certificate_logs(certificate_id, "0x0", "latest")
+
+    def _certificate_logs(
+        self, certificate_id: int, from_block: str, to_block: str
+    ) -> CertificateIssued | None:
         answer = self._post(
             {
                 "jsonrpc": "2.0",
@@ -204,8 +217,8 @@ class RegistryReader:
                 "params": [
                     {
                         "address": self.registry,
-                        "fromBlock": "0x0",
-                        "toBlock": "latest",
+                        "fromBlock": from_block,
+                        "toBlock": to_block,
                         "topics": [
                             CERTIFICATE_ISSUED_TOPIC,
                             "0x" + certificate_id.to_bytes(32, "big").hex(),
