@@ -298,14 +298,14 @@ def reservations_to_plan(
     due at end + grace)."""
     query = select(ReservationRow.id).where(
         ReservationRow.start_at < now,
-        or_none(ReservationRow.completed_at, ReservationRow.end_at),
+        _not_completed_by_target(ReservationRow.completed_at, ReservationRow.end_at),
     )
     if frequencies is not None:
         query = query.where(ReservationRow.frequency.in_(sorted(frequencies)))
     return list(session.scalars(query.order_by(ReservationRow.id)))
 
 
-def or_none(completed_at: Any, end_at: Any) -> Any:
+def _not_completed_by_target(completed_at: Any, end_at: Any) -> Any:
     """completed_at is NULL, or was set by time (== end), not by the target."""
     return (completed_at.is_(None)) | (completed_at >= end_at)
 
