@@ -19,6 +19,7 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The daemon and the API on the embedded stack (anvil state, SQLite and keys in var/).
 run: bootstrap
 	$(PY) -m granular.cli run
 
@@ -41,4 +42,4 @@ compile: bootstrap
 	$(PY) scripts/compile_contracts.py
 
 clean:
-	rm -rf $(VENV) node_modules var bench/report.json
+	rm -rf $(VENV) node_modules var bench/report.json deployments/local.json

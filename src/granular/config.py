@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from granular.domain.energy import MaxEnergyPolicy, MaxEnergyRule
 from granular.domain.gas import Tier
+from granular.paths import deployments_dir
 
 
 class Settings(BaseSettings):
@@ -26,8 +27,23 @@ class Settings(BaseSettings):
         default=None, description="EVM JSON-RPC endpoint; unset: an embedded anvil"
     )
     network: str = Field(default="local", description="names deployments/<network>.json")
+    deployments_dir: Path | None = Field(
+        default=None, description="where deployment records live; unset: <checkout>/deployments"
+    )
     keystore: Path | None = Field(default=None, description="eth-account keystore of the issuer")
     password_file: Path | None = None
+    deployer_keystore: Path | None = Field(default=None, description="`granular deploy`'s key")
+    deployer_password_file: Path | None = None
+    # The daemon (`granular run`) and the API it serves beside it.
+    api_host: str = Field(default="127.0.0.1", description="where `granular run` serves the API")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port")
+    anvil_port: int = Field(default=0, ge=0, le=65535, description="embedded anvil; 0: free")
+    grace_s: int = Field(default=300, ge=0, description="a window is due at its end + grace")
+    issuance_batch_size: int = Field(default=100, ge=1, description="items per issueBatch tx")
+    catch_up_interval_s: float = Field(default=60.0, gt=0, description="late reads, every ...")
+    settle_interval_s: float = Field(default=2.0, gt=0, description="confirmed batches, every")
+    lifecycle_interval_s: float = Field(default=60.0, gt=0, description="reservations, every")
+    examples: bool = Field(default=True, description="embedded run: load examples/ once")
     # The transaction outbox: services.outbox.config_from_settings(settings, chain_id=...).
     # Per-chain maps and tier deadlines are written "key=value,..." (README).
     confirmations: int = Field(default=1, ge=0, description="depth at which a tx is confirmed")
@@ -46,7 +62,11 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=100, ge=1)
     outbox_lease_ttl_s: float = Field(default=60.0, gt=0)
     outbox_backoff_max_s: float = Field(default=30.0, gt=0)
-    var_dir: Path = Path("var")
+    var_dir: Path = Field(default=Path("var"), description="embedded state: anvil, keys")
+
+    def deployments_path(self) -> Path:
+        """deployments/<network>.json, the one record every command reads."""
+        return (self.deployments_dir or deployments_dir()) / f"{self.network}.json"
 
     # Max-energy plausibility of meter reads (DESIGN.md §4): "drec" or "physical".
     max_energy_rule: MaxEnergyRule = MaxEnergyRule.DREC

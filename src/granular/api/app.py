@@ -16,12 +16,14 @@ from granular.api.routers import (
     codes,
     device_groups,
     devices,
+    health,
     meter_reads,
     registry,
     registry_commands,
     reservations,
 )
 from granular.domain.energy import MaxEnergyPolicy
+from granular.services.metrics import Metrics
 
 
 def utc_now() -> datetime:
@@ -34,11 +36,14 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_energy_policy: MaxEnergyPolicy | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     app = FastAPI(title="granular", version=__version__, default_response_class=SafeJSONResponse)
     app.state.sessions = sessions
     app.state.clock = clock
     app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()
+    # /healthz and /metrics; `granular run` passes the daemon's, which counts its jobs.
+    app.state.metrics = metrics or Metrics(sessions=sessions)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
     app.include_router(devices.router)
@@ -48,4 +53,5 @@ def create_app(
     app.include_router(codes.router)
     app.include_router(registry.router)
     app.include_router(registry_commands.router)
+    app.include_router(health.router)
     return app

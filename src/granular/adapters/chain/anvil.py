@@ -1,12 +1,23 @@
-"""Start and stop a local anvil from the npm package `@foundry-rs/anvil` (no foundryup)."""
+"""Start and stop a local anvil from the npm package `@foundry-rs/anvil` (no foundryup).
+
+`persistent_anvil` keeps the chain in a state file (anvil's `--state`: loaded on start,
+dumped on a clean exit and every `dump_interval_s`), so a second start sees the same chain;
+`read_only_anvil` loads that file without ever writing it (for `granular verify` while no
+daemon runs). `EmbeddedChain` is the small file under var/ that tells other commands where
+the running embedded anvil answers.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -55,12 +66,24 @@ class Anvil:
     """An anvil process on 127.0.0.1; a context manager that always stops it."""
 
     def __init__(
-        self, *, port: int | None = None, args: tuple[str, ...] = (), log: Path | None = None
+        self,
+        *,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        log: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.args = args
         self.log = log
+        # Linux: anvil gets SIGTERM (and dumps its state) when the thread that started it
+        # dies, a kill -9 of granular included; elsewhere EmbeddedChain finds the orphan.
+        self.die_with_parent = die_with_parent and platform.system() == "Linux"
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def url(self) -> str:
@@ -69,7 +92,12 @@ class Anvil:
     def start(self, timeout_s: float = 20.0) -> Anvil:
         command = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
-        self._process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_terminate_with_parent if self.die_with_parent else None,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -81,6 +109,18 @@ class Anvil:
             time.sleep(0.05)
         self.stop()
         raise AnvilFailed(f"anvil did not answer on {self.url} within {timeout_s} s")
+
+    def head_block(self) -> int:
+        """The latest block number (raises AnvilFailed when anvil does not answer)."""
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(json.loads(response.read())["result"], 16)
+        except (OSError, ValueError, KeyError) as error:
+            raise AnvilFailed(f"anvil at {self.url}: {type(error).__name__}") from None
 
     def answers(self) -> bool:
         body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
@@ -114,3 +154,105 @@ class Anvil:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+STATE_FILE = "anvil-state.json"
+RUNTIME_FILE = "anvil.json"
+
+
+def persistent_anvil(var_dir: Path, *, port: int = 0, dump_interval_s: int = 10) -> Anvil:
+    """An anvil whose chain lives in `var_dir/anvil-state.json` across restarts.
+
+    The periodic dump bounds what a kill -9 loses to `dump_interval_s` of blocks; a clean
+    stop (SIGTERM) dumps everything.
+    """
+    state = var_dir / STATE_FILE
+    return Anvil(
+        port=port or None,
+        args=("--state", str(state), "--state-interval", str(dump_interval_s)),
+        log=var_dir / "anvil.log",
+        die_with_parent=True,
+    )
+
+
+def read_only_anvil(var_dir: Path) -> Anvil | None:
+    """An anvil loaded from the saved state that never writes it back; None without one."""
+    state = var_dir / STATE_FILE
+    if not state.is_file():
+        return None
+    return Anvil(args=("--load-state", str(state)), log=var_dir / "anvil-readonly.log")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChain:
+    """Where the embedded anvil of a running `granular run` answers (var/anvil.json)."""
+
+    url: str
+    pid: int  # the granular process that started it
+    anvil_pid: int | None = None
+    chain_id: int = ANVIL_CHAIN_ID
+
+    def write(self, var_dir: Path) -> None:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path = var_dir / RUNTIME_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self)) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    @staticmethod
+    def remove(var_dir: Path) -> None:
+        (var_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+    @staticmethod
+    def running(var_dir: Path) -> EmbeddedChain | None:
+        """The recorded embedded anvil if it still answers, else None."""
+        path = var_dir / RUNTIME_FILE
+        try:
+            fields = json.loads(path.read_text(encoding="utf-8"))
+            found = EmbeddedChain(
+                url=str(fields["url"]),
+                pid=int(fields["pid"]),
+                anvil_pid=None if fields.get("anvil_pid") is None else int(fields["anvil_pid"]),
+                chain_id=int(fields["chain_id"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        port = int(found.url.rsplit(":", 1)[1])
+        return found if Anvil(port=port).answers() else None
+
+    def orphaned(self) -> bool:
+        """The granular process that started this anvil is gone (a kill -9 where anvil
+        could not be told)."""
+        return not _alive(self.pid)
+
+    def stop_orphan(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the orphaned anvil (it dumps its state) and wait until it is gone."""
+        if self.anvil_pid is None or not _alive(self.anvil_pid):
+            return
+        os.kill(self.anvil_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(self.anvil_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still "exists"; it is gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import DateTime, String, Text, select
+from sqlalchemy import DateTime, String, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base
@@ -39,13 +39,14 @@ def put_headers(*, session: Session, headers: Iterable[tuple[str, bytes]], now: 
             )
         )
     )
-    session.add_all(
-        CertificateHeaderRow(
-            data_hash=digest, header_json=canonical.decode("utf-8"), created_at=now
-        )
+    rows = [
+        {"data_hash": digest, "header_json": canonical.decode("utf-8"), "created_at": now}
         for digest, canonical in wanted.items()
         if digest not in stored
-    )
+    ]
+    if rows:
+        # One executemany, not one ORM object per header (24,000 headers a pass).
+        session.execute(insert(CertificateHeaderRow), rows)
 
 
 def get_headers(*, session: Session, hashes: Iterable[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from granular.adapters.db import (  # noqa: F401
     device_groups,
     devices,
     headers,
+    issuance,
     mirror,
     outbox,
     readings,

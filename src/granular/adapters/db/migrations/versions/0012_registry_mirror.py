@@ -1,7 +1,7 @@
 """registry mirror
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 
 The registry mirror (DESIGN.md §7): cursor, recent blocks, raw events, and the derived
 certificates, slices, claims, wallets and operators, with the indexes the read API filters on.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """registry commands, wallet names
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0012
 
 Commands accepted over HTTP (relayed with the owner's signature, or the issuer's own) with
 the forwarder nonces they hold and their outbox keys; the off-chain names of wallets.

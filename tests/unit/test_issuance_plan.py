@@ -1,0 +1,198 @@
+"""The pure issuance planning: per-window items, top-ups, the target cap, the physical
+re-check, batch ids; and Hypothesis properties: energy conserved across windows, nothing
+issued twice, the target never exceeded without authority."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from granular.domain.devices import DeviceKind
+from granular.domain.headers import canonical_json
+from granular.domain.issuance import (
+    Accounted,
+    Capacity,
+    DeviceFacts,
+    DeviceWindow,
+    ItemKey,
+    ItemOutcome,
+    PlannedItem,
+    TargetState,
+    batch_id,
+    build_header,
+    halves,
+    idempotency_key,
+    max_batch_items,
+    plan_reservation,
+)
+
+H0 = datetime(2026, 6, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def window(
+    device: int, hour: int, energy_wh: int, kind: DeviceKind = DeviceKind.PRODUCTION
+) -> DeviceWindow:
+    start = H0 + hour * HOUR
+    return DeviceWindow(
+        device, kind, start, start, start + HOUR, energy_wh, (1,) if energy_wh else ()
+    )
+
+
+def target(volume: int = 10**12, authority: bool = False, counted: int = 0) -> TargetState:
+    return TargetState(1, volume, authority, counted)
+
+
+CAPACITY = {1: Capacity(11, 10_000), 2: Capacity(12, 10_000)}
+
+
+def accounted_after(
+    items: tuple[PlannedItem, ...], before: dict[tuple[int, datetime], Accounted] | None = None
+) -> dict[tuple[int, datetime], Accounted]:
+    result = dict(before or {})
+    for item in items:
+        key = (item.key.device_id, item.key.window_start)
+        old = result.get(key, Accounted())
+        result[key] = Accounted(
+            old.total_wh + item.quantity_wh, max(old.last_sequence, item.key.sequence)
+        )
+    return result
+
+
+def test_each_window_with_energy_is_one_item_and_a_window_without_data_is_reported() -> None:
+    plan = plan_reservation(target(), [window(1, 0, 5_000), window(1, 1, 0)], {}, CAPACITY)
+    assert [(i.key.sequence, i.quantity_wh, i.outcome) for i in plan.items] == [
+        (1, 5_000, ItemOutcome.MINT)
+    ]
+    assert [w.window_start for w in plan.empty_windows] == [H0 + HOUR]
+
+
+def test_a_late_read_is_a_top_up_with_the_next_sequence_never_a_reissue() -> None:
+    before = {(1, H0): Accounted(2_000, 1)}
+    plan = plan_reservation(target(counted=2_000), [window(1, 0, 3_000)], before, CAPACITY)
+    [item] = plan.items
+    assert (item.key.sequence, item.quantity_wh) == (2, 1_000)
+    assert plan_reservation(target(), [window(1, 0, 2_000)], before, CAPACITY).items == ()
+
+
+def test_without_authority_issuance_stops_exactly_at_the_target() -> None:
+    plan = plan_reservation(target(7_000), [window(1, 0, 5_000), window(1, 1, 6_000)], {}, CAPACITY)
+    assert [(i.key.window_start, i.key.sequence, i.quantity_wh, i.outcome) for i in plan.items] == [
+        (H0, 1, 5_000, ItemOutcome.MINT),
+        (H0 + HOUR, 1, 2_000, ItemOutcome.MINT),
+        (H0 + HOUR, 2, 4_000, ItemOutcome.LEFTOVER),
+    ]
+    assert plan.target_reached and plan.completes and plan.counted_wh == 7_000
+
+
+def test_with_authority_issuance_goes_on_and_the_buyer_is_still_told() -> None:
+    plan = plan_reservation(
+        target(7_000, authority=True), [window(1, 0, 5_000), window(1, 1, 6_000)], {}, CAPACITY
+    )
+    assert [i.quantity_wh for i in plan.items] == [5_000, 6_000]
+    assert plan.target_reached and not plan.completes
+
+
+def test_consumption_is_not_counted_against_the_target() -> None:
+    plan = plan_reservation(
+        target(1_000), [window(2, 0, 5_000, DeviceKind.CONSUMPTION)], {}, CAPACITY
+    )
+    assert [(i.kind, i.quantity_wh, i.outcome) for i in plan.items] == [
+        (DeviceKind.CONSUMPTION, 5_000, ItemOutcome.MINT)
+    ]
+    assert not plan.target_reached
+
+
+@pytest.mark.parametrize(
+    ("energy_wh", "outcome"),
+    [(10_000, ItemOutcome.MINT), (10_001, ItemOutcome.FAILED)],
+    ids=["at-the-bound", "1-Wh-over"],
+)
+def test_the_physical_recheck_at_its_edge(energy_wh: int, outcome: ItemOutcome) -> None:
+    [item] = plan_reservation(target(), [window(1, 0, energy_wh)], {}, CAPACITY).items
+    assert item.outcome is outcome
+    assert item.rule == {
+        "rule": "physical",
+        "energyWh": energy_wh,
+        "boundWh": 10_000,
+        "capacityW": 10_000,
+        "passed": outcome is ItemOutcome.MINT,
+    }
+    if outcome is ItemOutcome.FAILED:
+        assert item.reason is not None and "physical bound of 10000 Wh" in item.reason
+
+
+def test_batch_ids_depend_on_the_item_keys_only_not_their_order() -> None:
+    keys = [ItemKey(1, d, H0, 1) for d in (3, 1, 2)]
+    assert batch_id(keys) == batch_id(sorted(keys))
+    assert batch_id(keys) != batch_id(keys[:2])
+    assert idempotency_key(batch_id(keys)) == "issuance:0x" + batch_id(keys).hex()
+    assert len(idempotency_key(batch_id(keys))) <= 200
+    assert halves([1, 2, 3]) == ([1], [2, 3])
+    assert 500 <= max_batch_items() < 611  # README: 611 is the largest under 16,777,216 gas
+
+
+def test_the_header_is_canonical_with_integers_only() -> None:
+    [item] = plan_reservation(target(), [window(1, 0, 5_000)], {}, CAPACITY).items
+    facts = DeviceFacts(1, 7, "plant-1", "KEN", "ES100", "TC110", None, "-1.28", "36.82")
+    header = build_header(item=item, device=facts, registry="granular", wallet="0xabc", issued=H0)
+    assert header["quantity"] == 5_000 and header["periodStart"] == "2026-06-30T00:00:00Z"
+    assert header["type"] == "REC" and header["version"] == "v1.0"
+    assert header["isStandardIssuanceRequested"] == "I-REC"
+    assert canonical_json(header).startswith(b'{"address":')
+
+
+energies = st.lists(st.integers(min_value=0, max_value=12_000), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=energies,
+    late=energies,
+    volume=st.integers(min_value=1, max_value=60_000),
+    authority=st.booleans(),
+)
+def test_planning_twice_conserves_energy_never_issues_twice_and_respects_the_target(
+    first: list[int], late: list[int], volume: int, authority: bool
+) -> None:
+    """Two passes: the first with some energy per window, the second after late reads (at
+    least as much in each window). After both, each window's items sum to its energy; a
+    third pass plans nothing; minted production never exceeds the target without authority."""
+    windows_1 = [window(1, h, wh) for h, wh in enumerate(first)]
+    grown = [max(a, a + b) for a, b in zip(first, late + [0] * len(first), strict=False)]
+    windows_2 = [window(1, h, wh) for h, wh in enumerate(grown)]
+    plan_1 = plan_reservation(target(volume, authority), windows_1, {}, CAPACITY)
+    after_1 = accounted_after(plan_1.items)
+    plan_2 = plan_reservation(
+        TargetState(1, volume, authority, plan_1.counted_wh, plan_1.target_reached),
+        windows_2,
+        after_1,
+        CAPACITY,
+    )
+    after_2 = accounted_after(plan_2.items, after_1)
+    every = plan_1.items + plan_2.items
+    per_window: dict[datetime, int] = defaultdict(int)
+    for item in every:
+        per_window[item.key.window_start] += item.quantity_wh
+    for w in windows_2:
+        assert per_window.get(w.window_start, 0) == w.energy_wh  # energy conserved
+    keys = [i.key for i in every]
+    assert len(keys) == len(set(keys))  # never the same key twice
+    assert all(i.quantity_wh > 0 for i in every)
+    third = plan_reservation(
+        TargetState(1, volume, authority, plan_2.counted_wh), windows_2, after_2, CAPACITY
+    )
+    assert third.items == ()  # nothing issued twice
+    minted = sum(
+        i.quantity_wh
+        for i in every
+        if i.outcome is ItemOutcome.MINT and i.kind is DeviceKind.PRODUCTION
+    )
+    if not authority:
+        assert minted <= volume
+        if all(w.energy_wh <= 10_000 for w in windows_2):  # nothing failed the re-check
+            assert minted == min(volume, sum(w.energy_wh for w in windows_2))
