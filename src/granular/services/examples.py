@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from granular.domain.devices import COLUMNS
 from granular.domain.energy import MaxEnergyPolicy
 from granular.domain.gas import Tier
 from granular.domain.reads import ReadKind
@@ -150,8 +149,6 @@ def load_examples(
     for entry in fleet["devices"]:
         principal = principals[entry["organization"]]
         body = dict(entry["device"])
-        if "kind" not in COLUMNS:  # devices take `kind` in another branch; until then, drop it
-            body.pop("kind", None)
         (result,) = register_devices(
             sessions=sessions,
             organization_id=principal.organization_id,
@@ -181,7 +178,7 @@ def load_examples(
         accepted += len(ingested.batch.accepted_reads)
     new = NewReservation(
         devices=frozenset(production),
-        # consumption_devices=frozenset(consumption),  # once reservations take them
+        consumption_devices=frozenset(consumption),
         frequency=Frequency(booking["frequency"]),
         start=start,
         end=last_hour + timedelta(days=int(booking["daysAhead"])),
