@@ -119,12 +119,14 @@ def reserve(
     authority: bool = False,
     now: datetime,
     tier: Tier = Tier.FAST,
+    consumption: Sequence[int] = (),
 ) -> int:
     view = create_reservation(
         sessions=sessions,
         principal=buyer,
         new=NewReservation(
             devices=frozenset(devices),
+            consumption_devices=frozenset(consumption),
             frequency=frequency,
             start=start,
             end=end,

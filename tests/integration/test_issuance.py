@@ -91,7 +91,8 @@ def test_reads_of_every_kind_become_hourly_certificates(
     rid = reserve(
         sessions,
         buyer_org,
-        [history, delta, meter],
+        [history, delta],
+        consumption=[meter],
         frequency=Frequency.HOURLY,
         start=h,
         end=utc(2026, 7, 1),
