@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from granular.adapters.chain.anvil import Anvil, EmbeddedChain, persistent_anvil
 from granular.adapters.chain.client import connect
 from granular.adapters.chain.deployer import has_code
-from granular.adapters.db.outbox import RequestState, TxRequest
+from granular.adapters.chain.keys import anvil_account
+from granular.adapters.db.outbox import RequestState, TxAttempt, TxRequest
 from granular.cli import main
 from granular.services import outbox
 from granular.services.deployment import ensure_deployment
@@ -164,26 +167,75 @@ def test_an_anvil_whose_granular_died_is_found_and_stopped(tmp_path: Path) -> No
     assert not alive.orphaned()
 
 
-def test_an_embedded_chain_behind_the_database_is_said_loudly(
+def test_an_embedded_chain_behind_the_database_gets_the_lost_transactions_again(
     sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A chain that lost blocks (anvil killed before it saved them) is sent the very signed
+    bytes the outbox stored, so the same nonce carries the same payload again."""
     from granular.scheduler.stack import _check_not_behind
 
-    with Anvil() as fresh:  # head block 0
+    sender = anvil_account(0)
+    receiver = "0x" + "2" * 40
+    signed = sender.sign_transaction(
+        {
+            "chainId": 31337,
+            "nonce": 0,
+            "to": receiver,
+            "value": 12345,
+            "gas": 21_000,
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    tx_hash = "0x" + bytes(signed.hash).hex()
+    with Anvil() as fresh:  # head block 0: the chain that lost block 1
         _check_not_behind(fresh, sessions, 31337)
-        assert "embedded_chain_behind" not in caplog.text
+        assert "embedded_chain" not in caplog.text  # nothing confirmed yet: nothing to do
         with sessions.begin() as session:
             submitted = outbox.submit(
                 session=session,
                 chain_id=31337,
-                signer="0x" + "1" * 40,
+                signer=sender.address,
                 idempotency_key="k",
-                to="0x" + "2" * 40,
+                to=receiver,
                 data=b"",
             )
             row = session.get(TxRequest, submitted.request_id)
             assert row is not None
-            row.state, row.block_number = RequestState.CONFIRMED.value, 42
+            row.state, row.block_number, row.nonce, row.tx_hash = (
+                RequestState.CONFIRMED.value,
+                1,
+                0,
+                tx_hash,
+            )
+            session.add(
+                TxAttempt(
+                    request_id=row.id,
+                    nonce=0,
+                    tx_hash=tx_hash,
+                    raw_tx=bytes(signed.raw_transaction),
+                    fee_kind="eip1559",
+                    max_fee_per_gas_wei=10**10,
+                    max_priority_fee_per_gas_wei=10**9,
+                    gas_limit=21_000,
+                    created_at=datetime.now(UTC),
+                )
+            )
         _check_not_behind(fresh, sessions, 31337)
-    (line,) = [r.getMessage() for r in caplog.records if "embedded_chain_behind" in r.getMessage()]
-    assert json.loads(line)["headBlock"] == 0 and json.loads(line)["lastConfirmedBlock"] == 42
+        receipt = fresh_rpc(fresh.url, "eth_getTransactionReceipt", [tx_hash])  # mined by then
+        balance = int(fresh_rpc(fresh.url, "eth_getBalance", [receiver, "latest"]), 16)
+    assert receipt is not None and int(receipt["status"], 16) == 1
+    assert balance == 12345
+    (line,) = [r.getMessage() for r in caplog.records if "embedded_chain" in r.getMessage()]
+    event = json.loads(line)
+    assert event["event"] == "embedded_chain_replayed"
+    assert event["replayedTransactions"] == 1 and event["headBlock"] >= 1
+
+
+def fresh_rpc(url: str, method: str, params: list[object]) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())["result"]

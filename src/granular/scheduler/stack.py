@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import (
     Anvil,
+    AnvilFailed,
     EmbeddedChain,
     free_port,
     persistent_anvil,
@@ -49,7 +50,7 @@ from granular.domain.windows import Frequency
 from granular.errors import ConfigurationError, GranularError
 from granular.paths import project_root
 from granular.scheduler.daemon import Daemon, Timing, Work
-from granular.services import issuance
+from granular.services import issuance, outbox
 from granular.services.deployment import ChainTarget, ensure_deployment, open_chain
 from granular.services.examples import load_examples, loaded
 from granular.services.metrics import Metrics, PassReportLike, last_confirmed_block
@@ -370,21 +371,44 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
 def _check_not_behind(anvil: Anvil, sessions: sessionmaker[Session], chain_id: int) -> None:
     """The embedded chain is dumped every few seconds and on a clean stop; if it was lost
     uncleanly (anvil killed -9, a machine crash), the database may hold transactions
-    confirmed in blocks the reloaded chain never had. Say so loudly; nothing repairs it."""
+    confirmed in blocks the reloaded chain never had. Those are sent again, the very
+    signed bytes the outbox stored, so the chain catches up with the database; what cannot
+    be replayed is said loudly."""
     last = last_confirmed_block(sessions=sessions, chain_id=chain_id)
     head = anvil.head_block()
-    if last is not None and head < last:
-        log.warning(
-            json.dumps(
-                {
-                    "event": "embedded_chain_behind",
-                    "headBlock": head,
-                    "lastConfirmedBlock": last,
-                    "advice": "the embedded chain lost blocks the database relies on; "
-                    "stop, remove var/ and deployments/local.json, start again",
-                }
-            )
+    if last is None or head >= last:
+        return
+    reason: str | None = None
+    try:
+        replayed = outbox.replay_lost_blocks(
+            sessions=sessions,
+            chain_id=chain_id,
+            head_block=head,
+            send_raw=anvil.send_raw_transaction,
         )
+    except AnvilFailed as error:
+        replayed, reason = -1, str(error)
+    now_head = anvil.head_block()
+    deadline = time.monotonic() + 10
+    while replayed > 0 and now_head <= head and time.monotonic() < deadline:
+        time.sleep(0.05)  # anvil mines what it was sent a moment later
+        now_head = anvil.head_block()
+    event: dict[str, object] = {
+        "event": "embedded_chain_replayed" if reason is None else "embedded_chain_behind",
+        "headBlockBefore": head,
+        "headBlock": now_head,
+        "lastConfirmedBlock": last,
+        "replayedTransactions": max(replayed, 0),
+    }
+    if reason is None:
+        log.warning(json.dumps(event))
+        return
+    event["reason"] = reason
+    event["advice"] = (
+        "the embedded chain lost blocks the database relies on and they could not be "
+        "replayed; stop, remove var/ and deployments/local.json, start again"
+    )
+    log.error(json.dumps(event))
 
 
 def _load_examples(settings: Settings, sessions: sessionmaker[Session]) -> None:

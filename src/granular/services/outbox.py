@@ -16,10 +16,11 @@ replacements under the fee cap); the node client is `adapters.chain.rpc`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db import outbox as db
 from granular.adapters.db.outbox import Request
@@ -67,6 +68,7 @@ __all__ = [
     "fees_of",
     "outcome",
     "outcomes",
+    "replay_lost_blocks",
     "run",
     "send_once",
     "submit",
@@ -221,6 +223,25 @@ def outcomes(
     return [
         _outcome(r) for r in db.list_requests(session=session, chain_id=chain_id, states=states)
     ]
+
+
+def replay_lost_blocks(
+    *,
+    sessions: sessionmaker[Session],
+    chain_id: int,
+    head_block: int,
+    send_raw: Callable[[bytes], object],
+) -> int:
+    """Broadcast again, in their first order, the stored attempts the database holds as
+    mined above `head_block`: a chain that lost blocks (an embedded anvil killed before it
+    saved them) gets the very same signed transactions back, so the same nonces carry the
+    same payloads and the same certificate ids come out. Nothing is signed. Returns how
+    many were sent; the node's refusal of one propagates."""
+    with sessions() as session:
+        raws = db.mined_attempts_above(session=session, chain_id=chain_id, block=head_block)
+    for raw in raws:
+        send_raw(raw)
+    return len(raws)
 
 
 def send_once(sender: OutboxSender) -> SendReport:

@@ -122,6 +122,28 @@ class Anvil:
         except (OSError, ValueError, KeyError) as error:
             raise AnvilFailed(f"anvil at {self.url}: {type(error).__name__}") from None
 
+    def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcast signed bytes; the node's error message is raised as AnvilFailed."""
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_sendRawTransaction",
+                "params": ["0x" + raw.hex()],
+            }
+        ).encode()
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read())
+        except (OSError, ValueError) as error:
+            raise AnvilFailed(f"anvil at {self.url}: {type(error).__name__}") from None
+        if "error" in answer:
+            raise AnvilFailed(f"anvil refused a transaction: {answer['error'].get('message')}")
+        return str(answer["result"])
+
     def answers(self) -> bool:
         body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
         request = urllib.request.Request(
@@ -168,11 +190,12 @@ STATE_FILE = "anvil-state.json"
 RUNTIME_FILE = "anvil.json"
 
 
-def persistent_anvil(var_dir: Path, *, port: int = 0, dump_interval_s: int = 10) -> Anvil:
+def persistent_anvil(var_dir: Path, *, port: int = 0, dump_interval_s: int = 2) -> Anvil:
     """An anvil whose chain lives in `var_dir/anvil-state.json` across restarts.
 
-    The periodic dump bounds what a kill -9 loses to `dump_interval_s` of blocks; a clean
-    stop (SIGTERM) dumps everything.
+    The periodic dump bounds what a kill -9 loses to `dump_interval_s` of blocks (which the
+    next start replays from the outbox's stored attempts); a clean stop (SIGTERM) dumps
+    everything.
     """
     state = var_dir / STATE_FILE
     return Anvil(

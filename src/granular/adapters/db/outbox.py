@@ -672,3 +672,20 @@ def advisory_unlock(*, connection: Connection, key: int) -> None:
 def connection_alive(*, connection: Connection) -> bool:
     connection.execute(text("SELECT 1"))
     return True
+
+
+def mined_attempts_above(*, session: Session, chain_id: int, block: int) -> list[bytes]:
+    """The signed bytes of every attempt the database holds as mined in a block above
+    `block` on `chain_id` (the attempt whose hash the request kept), in (signer, nonce)
+    order: what a chain that lost those blocks needs again, in the order it first took them."""
+    query = (
+        select(TxAttempt.raw_tx)
+        .join(TxRequest, TxRequest.id == TxAttempt.request_id)
+        .where(
+            TxRequest.chain_id == chain_id,
+            TxRequest.block_number > block,
+            TxAttempt.tx_hash == TxRequest.tx_hash,
+        )
+        .order_by(TxRequest.signer, TxRequest.nonce)
+    )
+    return [bytes(raw) for raw in session.scalars(query)]
