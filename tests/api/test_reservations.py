@@ -439,6 +439,7 @@ def test_target_volume_must_be_positive(
         ({"wallet": "0x1234"}, "wallet"),
         ({"wallet": "0x52908400098527886E0F7030069857D2E4169Ee7"}, "wallet"),  # bad checksum
         ({"wallet": 12}, "wallet"),
+        ({"wallet": "0x" + "0" * 40}, "wallet"),
         ({"start": "2026-07-01T00:00:00"}, "start"),
         ({"end": 1_800_000_000}, "end"),
         ({"frequency": "fortnightly"}, "frequency"),
@@ -453,6 +454,7 @@ def test_target_volume_must_be_positive(
         "wallet-short",
         "wallet-bad-checksum",
         "wallet-number",
+        "wallet-zero",
         "start-naive",
         "end-number",
         "frequency-unknown",

@@ -211,9 +211,12 @@ class ReservationView:
 
 def checksum_wallet(value: str) -> str:
     """The EIP-55 spelling of an EVM address. All-lower or all-upper hex is accepted;
-    mixed case must already be a correct checksum (a typo is refused, not repaired)."""
+    mixed case must already be a correct checksum (a typo is refused, not repaired); the
+    zero address is refused."""
     if (problem := address_problem(value)) is not None:
         raise InvalidWallet(value, problem)
+    if int(value, 16) == 0:  # the registry refuses to mint to it: every item would fail
+        raise InvalidWallet(value, "the zero address owns nothing; certificates cannot go there")
     return to_checksum(value)
 
 
