@@ -176,6 +176,18 @@ def test_an_unclosed_typographic_quote_refuses_the_file_naming_the_line(
     assert (error["code"], error["details"]["line"]) == ("csv_invalid", 2)
 
 
+@pytest.mark.parametrize("separator", [";", "\t"], ids=["semicolon", "tab"])
+def test_a_file_in_another_separator_is_told_to_use_comma_or_pipe(
+    client: TestClient, keys: Keys, separator: str
+) -> None:
+    """Excel writes semicolons where the decimal mark is a comma."""
+    text = separator.join(DREC_HEADER) + "\n" + separator.join(["1.0", "KE-1"]) + "\n"
+    error = csv_upload(client, keys.owner, text).json()["error"]
+    assert error["code"] == "csv_invalid"
+    assert error["details"]["field"] == "header"
+    assert "commas or pipes" in error["message"]
+
+
 def test_a_windows_1252_file_is_refused_saying_how_to_save_it(
     client: TestClient, keys: Keys
 ) -> None:

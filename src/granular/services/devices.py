@@ -197,6 +197,13 @@ def read_csv(content: bytes) -> list[tuple[int, Mapping[str, object] | str]]:
     unknown = [name for name in header if name not in COLUMNS]
     missing = [name for name in REQUIRED if name not in header]
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if len(header) == 1 and any(sep in header[0] for sep in (";", "\t")):
+        found = "semicolons" if ";" in header[0] else "tabs"
+        raise CsvInvalid(
+            f"header: the columns are separated by {found}; separate them with commas or "
+            "pipes (|), as the D-REC device file does",
+            {"field": "header", "value": header[0][:200], "rule": "comma or pipe separated"},
+        )
     if unknown or missing or repeated:
         raise CsvInvalid(
             f"header: unknown columns {unknown}, missing columns {missing}, "
