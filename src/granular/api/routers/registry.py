@@ -13,9 +13,10 @@ header the issuer kept matches no header filter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime
 
 from granular.api.deps import Caller, Sessions
@@ -67,32 +68,69 @@ def _after_id(cursor: str | None) -> int | None:
     return int(cursor)
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderQuery:
+    """The filters every list takes from the certificate's header."""
+
+    asset_id: str | None
+    fuel_code: str | None
+    tech_code: str | None
+    country_code: str | None
+    period_from: AwareDatetime | None
+    period_to: AwareDatetime | None
+    reservation_id: str | None
+    certificate_id: int | None
+
+
+def header_query(
+    certificate_id: Annotated[int | None, Query(alias="certificateID", ge=1, le=MAX_ID)] = None,
+    asset_id: Annotated[str | None, Query(alias="assetID", max_length=200)] = None,
+    fuel_code: Annotated[str | None, Query(alias="fuelCode", max_length=32)] = None,
+    tech_code: Annotated[str | None, Query(alias="techCode", max_length=32)] = None,
+    country_code: Annotated[str | None, Query(alias="countryCode", max_length=8)] = None,
+    period_from: Annotated[AwareDatetime | None, Query(alias="periodFrom")] = None,
+    period_to: Annotated[AwareDatetime | None, Query(alias="periodTo")] = None,
+    reservation_id: Annotated[str | None, Query(alias="reservationID", max_length=64)] = None,
+) -> HeaderQuery:
+    return HeaderQuery(
+        asset_id=asset_id,
+        fuel_code=fuel_code,
+        tech_code=tech_code,
+        country_code=country_code,
+        period_from=period_from,
+        period_to=period_to,
+        reservation_id=reservation_id,
+        certificate_id=certificate_id,
+    )
+
+
+def page_query(limit: Limit = 50, cursor: Cursor = None, sort: Sort = "id") -> Page:
+    return Page(after_id=_after_id(cursor), limit=limit, descending=sort == "-id")
+
+
+Header = Annotated[HeaderQuery, Depends(header_query)]
+Paging = Annotated[Page, Depends(page_query)]
+
+
 def _filters(
+    header: HeaderQuery,
     *,
     owner: str | None = None,
     state: SliceStateName | None = None,
     certificate_type: CertificateType | None = None,
-    asset_id: str | None = None,
-    fuel_code: str | None = None,
-    tech_code: str | None = None,
-    country_code: str | None = None,
-    period_from: AwareDatetime | None = None,
-    period_to: AwareDatetime | None = None,
-    reservation_id: str | None = None,
-    certificate_id: int | None = None,
 ) -> Filters:
     return Filters(
         owner=service.checksum_public_key(owner, "owner") if owner is not None else None,
         state=_STATE_BY_NAME[state] if state is not None else None,
         kind=_KIND_BY_NAME[certificate_type] if certificate_type is not None else None,
-        asset_id=asset_id,
-        fuel_code=fuel_code,
-        tech_code=tech_code,
-        country=country_code,
-        period_from=period_from,
-        period_to=period_to,
-        reservation_id=reservation_id,
-        certificate_id=certificate_id,
+        asset_id=header.asset_id,
+        fuel_code=header.fuel_code,
+        tech_code=header.tech_code,
+        country=header.country_code,
+        period_from=header.period_from,
+        period_to=header.period_to,
+        reservation_id=header.reservation_id,
+        certificate_id=header.certificate_id,
     )
 
 
@@ -104,43 +142,24 @@ def _next(value: int | str | None) -> str | None:
 def list_certificates(
     sessions: Sessions,
     _caller: Caller,
+    header: Header,
+    page: Paging,
     owner: Owner = None,
     state: Annotated[
         SliceStateName | None, Query(description="has at least one slice in this state")
     ] = None,
     certificate_type: Annotated[CertificateType | None, Query(alias="certificateType")] = None,
-    asset_id: Annotated[str | None, Query(alias="assetID", max_length=200)] = None,
-    fuel_code: Annotated[str | None, Query(alias="fuelCode", max_length=32)] = None,
-    tech_code: Annotated[str | None, Query(alias="techCode", max_length=32)] = None,
-    country_code: Annotated[str | None, Query(alias="countryCode", max_length=8)] = None,
-    period_from: Annotated[AwareDatetime | None, Query(alias="periodFrom")] = None,
-    period_to: Annotated[AwareDatetime | None, Query(alias="periodTo")] = None,
-    reservation_id: Annotated[str | None, Query(alias="reservationID", max_length=64)] = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    sort: Sort = "id",
 ) -> Any:
     """Certificates; `owner` is the wallet each was issued to."""
     listing = service.certificates(
         sessions=sessions,
-        filters=_filters(
-            owner=owner,
-            state=state,
-            certificate_type=certificate_type,
-            asset_id=asset_id,
-            fuel_code=fuel_code,
-            tech_code=tech_code,
-            country_code=country_code,
-            period_from=period_from,
-            period_to=period_to,
-            reservation_id=reservation_id,
-        ),
-        page=Page(after_id=_after_id(cursor), limit=limit, descending=sort == "-id"),
+        filters=_filters(header, owner=owner, state=state, certificate_type=certificate_type),
+        page=page,
     )
     return CertificatePagePublic(
         certificates=[CertificatePublic.of(c) for c in listing.items],
         next_cursor=_next(listing.next_after),
-        limit=limit,
+        limit=page.limit,
     )
 
 
@@ -163,43 +182,22 @@ def read_certificate(
 def list_slices(
     sessions: Sessions,
     _caller: Caller,
+    header: Header,
+    page: Paging,
     owner: Owner = None,
     state: SliceStateName | None = None,
     certificate_type: Annotated[CertificateType | None, Query(alias="certificateType")] = None,
-    certificate_id: Annotated[int | None, Query(alias="certificateID", ge=1, le=MAX_ID)] = None,
-    asset_id: Annotated[str | None, Query(alias="assetID", max_length=200)] = None,
-    fuel_code: Annotated[str | None, Query(alias="fuelCode", max_length=32)] = None,
-    tech_code: Annotated[str | None, Query(alias="techCode", max_length=32)] = None,
-    country_code: Annotated[str | None, Query(alias="countryCode", max_length=8)] = None,
-    period_from: Annotated[AwareDatetime | None, Query(alias="periodFrom")] = None,
-    period_to: Annotated[AwareDatetime | None, Query(alias="periodTo")] = None,
-    reservation_id: Annotated[str | None, Query(alias="reservationID", max_length=64)] = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    sort: Sort = "id",
 ) -> Any:
     """Slices; `owner` is the wallet holding each now."""
     listing = service.slices(
         sessions=sessions,
-        filters=_filters(
-            owner=owner,
-            state=state,
-            certificate_type=certificate_type,
-            asset_id=asset_id,
-            fuel_code=fuel_code,
-            tech_code=tech_code,
-            country_code=country_code,
-            period_from=period_from,
-            period_to=period_to,
-            reservation_id=reservation_id,
-            certificate_id=certificate_id,
-        ),
-        page=Page(after_id=_after_id(cursor), limit=limit, descending=sort == "-id"),
+        filters=_filters(header, owner=owner, state=state, certificate_type=certificate_type),
+        page=page,
     )
     return SlicePagePublic(
         slices=[SlicePublic.of(s) for s in listing.items],
         next_cursor=_next(listing.next_after),
-        limit=limit,
+        limit=page.limit,
     )
 
 
@@ -216,39 +214,16 @@ def read_slice(
 def list_claims(
     sessions: Sessions,
     _caller: Caller,
+    header: Header,
+    page: Paging,
     owner: Annotated[str | None, Query(description="the claimant or the consumer")] = None,
-    certificate_id: Annotated[int | None, Query(alias="certificateID", ge=1, le=MAX_ID)] = None,
-    asset_id: Annotated[str | None, Query(alias="assetID", max_length=200)] = None,
-    fuel_code: Annotated[str | None, Query(alias="fuelCode", max_length=32)] = None,
-    tech_code: Annotated[str | None, Query(alias="techCode", max_length=32)] = None,
-    country_code: Annotated[str | None, Query(alias="countryCode", max_length=8)] = None,
-    period_from: Annotated[AwareDatetime | None, Query(alias="periodFrom")] = None,
-    period_to: Annotated[AwareDatetime | None, Query(alias="periodTo")] = None,
-    reservation_id: Annotated[str | None, Query(alias="reservationID", max_length=64)] = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    sort: Sort = "id",
 ) -> Any:
     """Claims; header filters apply to the production certificate."""
-    listing = service.claims(
-        sessions=sessions,
-        filters=_filters(
-            owner=owner,
-            asset_id=asset_id,
-            fuel_code=fuel_code,
-            tech_code=tech_code,
-            country_code=country_code,
-            period_from=period_from,
-            period_to=period_to,
-            reservation_id=reservation_id,
-            certificate_id=certificate_id,
-        ),
-        page=Page(after_id=_after_id(cursor), limit=limit, descending=sort == "-id"),
-    )
+    listing = service.claims(sessions=sessions, filters=_filters(header, owner=owner), page=page)
     return ClaimPagePublic(
         claims=[ClaimPublic.of(c) for c in listing.items],
         next_cursor=_next(listing.next_after),
-        limit=limit,
+        limit=page.limit,
     )
 
 
