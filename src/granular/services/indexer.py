@@ -32,6 +32,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db import mirror as db
+from granular.adapters.db.headers import get_headers
 from granular.domain.mirror import (
     HeaderFields,
     OperatorSet,
@@ -130,7 +131,7 @@ def apply_events(*, session: Session, events: Sequence[RegistryEvent]) -> None:
         apply(loaded.state, event)
     new = loaded.state.changed_certificates - loaded.existing_certificates
     hashes = {i: loaded.state.certificates[i].data_hash for i in new}
-    found = db.header_json_by_hash(session=session, hashes=hashes.values())
+    found = get_headers(session=session, hashes=hashes.values())
     fields: dict[int, HeaderFields] = {
         i: header_fields(found.get(digest)) for i, digest in hashes.items()
     }

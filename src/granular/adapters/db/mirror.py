@@ -579,22 +579,6 @@ def save_state(
     session.flush()
 
 
-def header_json_by_hash(*, session: Session, hashes: Collection[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for chunk in _chunks(set(hashes)):
-        # A Result has .keys() (its column names): dict.update would take it for a mapping.
-        found.update(
-            list(
-                session.execute(
-                    select(CertificateHeaderRow.data_hash, CertificateHeaderRow.header_json).where(
-                        CertificateHeaderRow.data_hash.in_(chunk)
-                    )
-                ).tuples()
-            )
-        )
-    return found
-
-
 # --- reads for the API --------------------------------------------------------------------
 
 
