@@ -116,7 +116,7 @@ class CapacityNotPositive(RuleViolation):
     def __init__(self, device: str, capacity_w: int) -> None:
         super().__init__(
             f"{device}: capacity_w {capacity_w} must be a positive integer of W",
-            {"device": device, "field": "capacity_w", "value": capacity_w},
+            {"device": device, "field": "capacity", "value": capacity_w},
         )
         self.device = device
         self.capacity_w = capacity_w

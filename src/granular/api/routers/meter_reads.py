@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from granular.api.deps import Caller, Now, Sessions, require_role
-from granular.api.errors import describe
-from granular.api.exact_json import ExactJSONRoute
-from granular.domain.reads import ReadKind, ReadOutcome
+from granular.api.errors import camel, describe, error_body, jsonable
+from granular.api.exact_json import ExactJSONRoute, SafeJSONResponse
+from granular.domain.reads import ReadKind, ReadOutcome, ReadStatus
 from granular.domain.units import EnergyUnit
 from granular.services.accounts import Role
 from granular.services.meter_reads import (
@@ -52,7 +52,7 @@ def _interval_json(start: datetime, end: datetime, energy_wh: int) -> dict[str, 
 
 
 def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
-    body: dict[str, Any] = {"index": outcome.index, "status": outcome.status.value}
+    body: dict[str, Any] = {"index": outcome.index, "status": camel(outcome.status.value)}
     interval = outcome.interval
     body["interval"] = (
         None
@@ -63,7 +63,7 @@ def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
         body["baselineOnly"] = True
     if outcome.warnings:
         body["warnings"] = [
-            {"code": w.code, "message": w.message, "details": dict(w.details)}
+            {"code": w.code, "message": w.message, "details": jsonable(dict(w.details))}
             for w in outcome.warnings
         ]
     if outcome.error is not None:
@@ -71,7 +71,12 @@ def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
     return body
 
 
-@router.post("/{external_id}", summary="Submit meter reads; each is accepted or rejected")
+@router.post(
+    "/{external_id}",
+    summary="Submit meter reads; each is accepted or rejected",
+    response_model=None,
+    responses={422: {"description": "every read was rejected (the per-read results included)"}},
+)
 async def post_reads(
     external_id: ExternalId,
     body: ReadsIn,
@@ -79,7 +84,10 @@ async def post_reads(
     caller: Caller,
     sessions: Sessions,
     now: Now,
-) -> dict[str, Any]:
+) -> dict[str, Any] | SafeJSONResponse:
+    """Each read is accepted, accepted with a warning, a duplicate, or rejected. 200 when at
+    least one read was not rejected (check `summary.rejected`); 422 `all_reads_rejected`
+    when every read was rejected, with the same per-read results beside `error`."""
     require_role(caller, Role.DEVICE_OWNER, Role.ISSUER)
     payload = await request.json()  # kept as received, for audit (numbers as Decimal)
     result = await run_in_threadpool(
@@ -94,17 +102,24 @@ async def post_reads(
         policy=request.app.state.max_energy_policy,
         now=now,
     )
-    counts = {
-        status: 0 for status in ("accepted", "accepted_with_warning", "duplicate", "rejected")
-    }
+    counts = {camel(status.value): 0 for status in ReadStatus}
     for outcome in result.batch.outcomes:
-        counts[outcome.status.value] += 1
-    return {
+        counts[camel(outcome.status.value)] += 1
+    body: dict[str, Any] = {
         "externalId": external_id,
         "submissionId": result.submission_id,
         "summary": counts,
         "reads": [_outcome_json(outcome) for outcome in result.batch.outcomes],
     }
+    if counts["rejected"] == len(result.batch.outcomes):
+        # Nothing was taken: a client that looks only at the status must not see success.
+        rejected = error_body(
+            "all_reads_rejected",
+            f"all {len(result.batch.outcomes)} reads were rejected; see reads[].error",
+            {"rejected": counts["rejected"]},
+        )
+        return SafeJSONResponse({**rejected, **body}, status_code=422)
+    return body
 
 
 @router.get("/{external_id}", summary="Energy intervals of a device in a time range")
