@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from granular.adapters.db.accounts import Principal
-from granular.errors import Forbidden
-from granular.services.accounts import Role, authenticate
+from granular.services.accounts import Principal, authenticate
+from granular.services.accounts import require_role as require_role  # its one home
+
+__all__ = ["Caller", "Now", "Sessions", "get_now", "get_principal", "get_sessions", "require_role"]
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:
@@ -33,9 +34,3 @@ def get_principal(
 Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Now = Annotated[datetime, Depends(get_now)]
 Caller = Annotated[Principal, Depends(get_principal)]
-
-
-def require_role(principal: Principal, *roles: Role) -> None:
-    if principal.role not in {role.value for role in roles}:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")

@@ -11,13 +11,15 @@ from enum import StrEnum
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import (
-    Principal,
+    Principal as Principal,  # the caller, re-exported: routers import services only
+)
+from granular.adapters.db.accounts import (
     add_api_key,
     get_or_create_organization,
     principal_for_key_hash,
     revoke_api_key,
 )
-from granular.errors import Unauthenticated, ValidationError
+from granular.errors import Forbidden, Unauthenticated, ValidationError
 
 KEY_PREFIX = "gk"
 
@@ -27,6 +29,14 @@ class Role(StrEnum):
     DEVICE_OWNER = "device_owner"
     BUYER = "buyer"
     VIEWER = "viewer"
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    """The one role check of the API and the services: `principal` holds one of `roles`,
+    or Forbidden (403) naming the roles that may."""
+    if principal.role not in {role.value for role in roles}:
+        allowed = ", ".join(role.value for role in roles)
+        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,8 +68,8 @@ from granular.domain.reservations import (
 )
 from granular.domain.units import RuleViolation, to_utc
 from granular.domain.windows import Frequency, share_in_span
-from granular.errors import Forbidden, NotFound
-from granular.services.accounts import Role
+from granular.errors import NotFound
+from granular.services.accounts import Role, require_role
 
 READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
 
@@ -305,15 +305,9 @@ def terms_of(reservation: StoredReservation) -> ReservationTerms:
 # --- access -------------------------------------------------------------------------------
 
 
-def _require(principal: Principal, *roles: Role) -> None:
-    if principal.role not in {role.value for role in roles}:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")
-
-
 def _scope(principal: Principal) -> int | None:
     """The organization whose reservations the caller may see; None: all of them."""
-    _require(principal, *READERS)
+    require_role(principal, *READERS)
     return principal.organization_id if principal.role == Role.BUYER.value else None
 
 
@@ -327,7 +321,7 @@ def create_reservation(
     new: NewReservation,
     now: datetime,
 ) -> ReservationView:
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     wallet = checksum_wallet(new.wallet)
     if not new.devices:
@@ -396,7 +390,7 @@ def change_reservation(
     now: datetime,
 ) -> ReservationView:
     """Add or remove devices, move `end`, change the target, while the rules allow it."""
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
         current = _lock_open(session, principal, reservation_id, now)
@@ -485,7 +479,7 @@ def end_live_reservation(
     now: datetime,
 ) -> ReservationView:
     """End a live reservation now: record `ended_at` and release its devices."""
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
         _lock_open(session, principal, reservation_id, now)

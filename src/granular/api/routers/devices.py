@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 
-from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
 from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS, DeviceKind
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
+    DeviceSearch,
     RowResult,
     device_json,
     device_revisions,
@@ -130,7 +130,7 @@ def get_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
-    where = DeviceFilter(
+    search = DeviceSearch(
         country_code=country_code,
         fuel_code=fuel_code,
         off_taker=off_taker,
@@ -143,7 +143,7 @@ def get_devices(
     devices = find_devices(
         sessions=sessions,
         caller=caller,
-        where=where,
+        search=search,
         reservable=reservable,
         now=now,
         limit=limit,

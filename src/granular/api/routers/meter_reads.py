@@ -105,7 +105,7 @@ async def post_reads(
     counts = {camel(status.value): 0 for status in ReadStatus}
     for outcome in result.batch.outcomes:
         counts[camel(outcome.status.value)] += 1
-    body: dict[str, Any] = {
+    answer: dict[str, Any] = {
         "externalId": external_id,
         "submissionId": result.submission_id,
         "summary": counts,
@@ -118,8 +118,8 @@ async def post_reads(
             f"all {len(result.batch.outcomes)} reads were rejected; see reads[].error",
             {"rejected": counts["rejected"]},
         )
-        return SafeJSONResponse({**rejected, **body}, status_code=422)
-    return body
+        return SafeJSONResponse({**rejected, **answer}, status_code=422)
+    return answer
 
 
 @router.get("/{external_id}", summary="Energy intervals of a device in a time range")
