@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular import __version__
-from granular.api import errors
+from granular.api import docs, errors
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from granular.api.routers import (
@@ -38,7 +38,13 @@ def create_app(
     max_energy_policy: MaxEnergyPolicy | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="granular", version=__version__, default_response_class=SafeJSONResponse)
+    app = FastAPI(
+        title="granular",
+        version=__version__,
+        default_response_class=SafeJSONResponse,
+        docs_url=None,  # api.docs serves it with local assets
+        redoc_url=None,  # ReDoc too would come from a CDN
+    )
     app.state.sessions = sessions
     app.state.clock = clock
     app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()
@@ -46,6 +52,7 @@ def create_app(
     app.state.metrics = metrics or Metrics(sessions=sessions)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
+    docs.install(app)
     app.include_router(devices.router)
     app.include_router(reservations.router)
     app.include_router(meter_reads.router)

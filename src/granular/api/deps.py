@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.services.accounts import Principal, authenticate
@@ -25,8 +26,15 @@ def get_now(request: Request) -> datetime:
     return clock()
 
 
+# Declares the HTTP bearer scheme in OpenAPI (the Authorize button of /docs). It does not
+# check anything: `authenticate` reads the raw header, so its messages stay the same.
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Bearer gk_...`")
+
+
 def get_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     return authenticate(sessions=request.app.state.sessions, authorization=authorization)
 

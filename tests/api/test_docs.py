@@ -1,0 +1,52 @@
+"""/docs is the contract, and it works offline: every asset is served by the API itself."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def _asset_urls(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html) + re.findall(
+        r"""url:\s*["']([^"']+)["']""", html
+    )
+
+
+def test_docs_reference_only_local_urls_and_the_assets_are_served(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = _asset_urls(page.text)
+    assert any(u.endswith("swagger-ui-bundle.js") for u in urls), urls
+    assert any(u.endswith("swagger-ui.css") for u in urls), urls
+    remote = [u for u in urls if re.match(r"^(https?:)?//", u)]
+    assert remote == [], f"/docs pulls from the network: {remote}"
+    for url in urls:
+        got = client.get(url)
+        assert got.status_code == 200, url
+        assert got.content, url
+    js = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert "SwaggerUIBundle" in js.text
+    assert client.get("/redoc").status_code == 404  # ReDoc would come from a CDN
+
+
+def _schema(client: TestClient) -> dict[str, Any]:
+    document: dict[str, Any] = client.get("/openapi.json").json()
+    return document
+
+
+def test_openapi_declares_the_bearer_scheme_for_the_authorize_button(client: TestClient) -> None:
+    document = _schema(client)
+    schemes = document["components"]["securitySchemes"]
+    assert schemes == {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": schemes["HTTPBearer"]["description"],
+        }
+    }
+    devices = document["paths"]["/devices"]["get"]
+    assert devices["security"] == [{"HTTPBearer": []}]
+    assert "authorization" not in [p["name"].lower() for p in devices.get("parameters", [])]
+    assert "security" not in document["paths"]["/healthz"]["get"]
