@@ -50,3 +50,40 @@ def test_openapi_declares_the_bearer_scheme_for_the_authorize_button(client: Tes
     assert devices["security"] == [{"HTTPBearer": []}]
     assert "authorization" not in [p["name"].lower() for p in devices.get("parameters", [])]
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+FLEET = ("/devices", "/device-groups", "/codes", "/meter-reads", "/reservations")
+
+
+def test_every_fleet_route_documents_a_typed_answer_in_camel_case(client: TestClient) -> None:
+    """Each operation of the fleet routers names its answer's model, so /docs shows the
+    fields; every property of every model is camelCase (the D-REC `SDGBenefits` and the
+    registry's `certificateID` style included, a snake_case name is not)."""
+    document = _schema(client)
+    untyped = []
+    for path, operations in document["paths"].items():
+        if not path.startswith(FLEET):
+            continue
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            ok = answers.get("201") or answers.get("200")
+            schema = ok["content"]["application/json"]["schema"]
+            if not ("$ref" in schema or "anyOf" in schema):
+                untyped.append(f"{method.upper()} {path}")
+    assert untyped == []
+    snake = [
+        f"{name}.{prop}"
+        for name, model in document["components"]["schemas"].items()
+        for prop in model.get("properties", {})
+        if "_" in prop
+    ]
+    assert snake == []
+
+
+def test_the_documented_creation_statuses(client: TestClient) -> None:
+    document = _schema(client)
+    assert "201" in document["paths"]["/reservations"]["post"]["responses"]
+    assert "201" in document["paths"]["/devices"]["post"]["responses"]
+    assert "201" in document["paths"]["/device-groups"]["post"]["responses"]
+    reads = document["paths"]["/meter-reads/{external_id}"]["post"]["responses"]
+    assert "all_reads_rejected" in reads["422"]["description"]

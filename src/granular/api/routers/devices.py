@@ -8,6 +8,12 @@ from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
+from granular.api.schemas_fleet import (
+    DeviceRevisionsPublic,
+    DeviceRowsPublic,
+    DevicesPublic,
+    DeviceWritten,
+)
 from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS, DeviceKind
 from granular.errors import ValidationError
 from granular.services.accounts import Role
@@ -61,7 +67,16 @@ def _result_json(result: RowResult, line_key: str) -> dict[str, Any]:
     return body
 
 
-@router.post("", summary="Register or update one device, or a JSON list of devices")
+@router.post(
+    "",
+    response_model=DeviceWritten | DeviceRowsPublic,
+    response_model_exclude_unset=True,
+    responses={
+        200: {"description": "one device updated or unchanged, or a list's per-entry results"},
+        201: {"model": DeviceWritten, "description": "one device created"},
+    },
+    summary="Register or update one device, or a JSON list of devices",
+)
 def post_devices(
     caller: Caller,
     sessions: Sessions,
@@ -87,7 +102,12 @@ def post_devices(
     return _summary(results, "index")
 
 
-@router.post("/bulk", summary="Register or update devices from a D-REC CSV file")
+@router.post(
+    "/bulk",
+    response_model=DeviceRowsPublic,
+    response_model_exclude_unset=True,
+    summary="Register or update devices from a D-REC CSV file",
+)
 def post_devices_csv(
     caller: Caller, sessions: Sessions, now: Now, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -109,7 +129,12 @@ def _summary(results: list[RowResult], line_key: str) -> dict[str, Any]:
     return {"summary": counts, "results": [_result_json(r, line_key) for r in results]}
 
 
-@router.get("", summary="Find devices by the filters buyers use")
+@router.get(
+    "",
+    response_model=DevicesPublic,
+    response_model_exclude_unset=True,
+    summary="Find devices by the filters buyers use",
+)
 def get_devices(
     caller: Caller,
     sessions: Sessions,
@@ -152,7 +177,12 @@ def get_devices(
     return {"devices": [device_json(d) for d in devices], "limit": limit, "offset": offset}
 
 
-@router.get("/{deviceId}/revisions", summary="Every revision of a device's parameters")
+@router.get(
+    "/{deviceId}/revisions",
+    response_model=DeviceRevisionsPublic,
+    response_model_exclude_unset=True,
+    summary="Every revision of a device's parameters",
+)
 def get_device_revisions(
     caller: Caller,
     sessions: Sessions,

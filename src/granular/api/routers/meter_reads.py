@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.errors import camel, describe, error_body, jsonable
 from granular.api.exact_json import ExactJSONRoute, SafeJSONResponse
+from granular.api.schemas_fleet import IntervalsPublic, ReadsPublic
 from granular.domain.reads import ReadKind, ReadOutcome, ReadStatus
 from granular.domain.units import EnergyUnit
 from granular.services.accounts import Role
@@ -74,8 +75,15 @@ def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
 @router.post(
     "/{external_id}",
     summary="Submit meter reads; each is accepted or rejected",
-    response_model=None,
-    responses={422: {"description": "every read was rejected (the per-read results included)"}},
+    response_model=ReadsPublic,
+    response_model_exclude_unset=True,
+    responses={
+        422: {
+            "description": "every read was rejected: `error` (all_reads_rejected) beside "
+            "the same `externalId`, `submissionId`, `summary` and `reads`, or a body that "
+            "does not fit the schema (invalid_request)"
+        }
+    },
 )
 async def post_reads(
     external_id: ExternalId,
@@ -84,7 +92,7 @@ async def post_reads(
     caller: Caller,
     sessions: Sessions,
     now: Now,
-) -> dict[str, Any] | SafeJSONResponse:
+) -> Any:
     """Each read is accepted, accepted with a warning, a duplicate, or rejected. 200 when at
     least one read was not rejected (check `summary.rejected`); 422 `all_reads_rejected`
     when every read was rejected, with the same per-read results beside `error`."""
@@ -122,7 +130,11 @@ async def post_reads(
     return answer
 
 
-@router.get("/{external_id}", summary="Energy intervals of a device in a time range")
+@router.get(
+    "/{external_id}",
+    response_model=IntervalsPublic,
+    summary="Energy intervals of a device in a time range",
+)
 def get_reads(
     external_id: ExternalId,
     caller: Caller,
