@@ -87,3 +87,22 @@ def test_the_documented_creation_statuses(client: TestClient) -> None:
     assert "201" in document["paths"]["/device-groups"]["post"]["responses"]
     reads = document["paths"]["/meter-reads/{external_id}"]["post"]["responses"]
     assert "all_reads_rejected" in reads["422"]["description"]
+
+
+def test_bodies_taken_as_they_are_still_document_their_fields(client: TestClient) -> None:
+    document = _schema(client)
+
+    def body(path: str) -> dict[str, Any]:
+        schema: dict[str, Any] = document["paths"][path]["post"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"]
+        return schema
+
+    one_device = body("/devices")["anyOf"][0]
+    assert {"externalId", "capacity", "deviceGrpId", "SDGBenefits", "kind"} <= set(
+        one_device["properties"]
+    )
+    assert "externalId" in one_device["required"]
+    assert set(body("/device-groups")["properties"]) >= {"deviceGrpId", "name", "SDGBenefits"}
+    error = document["paths"]["/devices"]["get"]["responses"]["403"]["content"]
+    assert error["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}

@@ -22,6 +22,7 @@ from granular.api.routers import (
     registry_commands,
     reservations,
 )
+from granular.api.schemas_fleet import ERROR_RESPONSES
 from granular.domain.energy import MaxEnergyPolicy
 from granular.services.metrics import Metrics
 
@@ -53,12 +54,12 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
     docs.install(app)
-    app.include_router(devices.router)
-    app.include_router(reservations.router)
-    app.include_router(meter_reads.router)
-    app.include_router(device_groups.router)
-    app.include_router(codes.router)
-    app.include_router(registry.router)
-    app.include_router(registry_commands.router)
+    app.include_router(devices.router, responses=ERROR_RESPONSES)
+    app.include_router(reservations.router, responses=ERROR_RESPONSES)
+    app.include_router(meter_reads.router, responses=ERROR_RESPONSES)
+    app.include_router(device_groups.router, responses=ERROR_RESPONSES)
+    app.include_router(codes.router, responses=ERROR_RESPONSES)
+    app.include_router(registry.router, responses=ERROR_RESPONSES)
+    app.include_router(registry_commands.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     return app

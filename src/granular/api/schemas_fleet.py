@@ -10,13 +10,47 @@ answer or missing from /docs. Instants are ISO 8601 strings in UTC; energy is wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from granular.domain.devices import COLUMNS, REQUIRED
 
 
 class _Public(BaseModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetailPublic(_Public):
+    code: str = Field(description="stable, machine-readable (snake_case)")
+    message: str
+    details: dict[str, Any] = Field(
+        description="camelCase keys: `field` (the request field), `value`, `rule`, the numbers"
+        "; `problems` for a body that does not fit the schema"
+    )
+
+
+class ErrorBody(_Public):
+    """Every error: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorDetailPublic
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed JSON"),
+        (401, "no API key, or an unknown or revoked one"),
+        (403, "the key's role may not do this"),
+        (404, "not found (another organization's included)"),
+        (409, "a concurrent write: send it again"),
+        (413, "body over the size limit"),
+        (422, "a broken rule, or a body that does not fit the schema"),
+    )
+}
 
 
 # --- devices ------------------------------------------------------------------------------
@@ -256,3 +290,51 @@ class ReservationsPublic(_Public):
     reservations: list[ReservationPublic]
     limit: int
     offset: int
+
+
+# --- request bodies taken as they are -----------------------------------------------------
+
+
+def _device_in_schema() -> dict[str, Any]:
+    """The JSON schema /docs shows for one device of `POST /devices`: the request names of
+    `domain.devices.COLUMNS`, typed as `DevicePublic` answers them. Documentation only:
+    the route takes the body as it is and answers each entry (the D-REC file's own
+    spellings, a code's list of valid ones), which a schema check up front would lose."""
+    answered = DevicePublic.model_json_schema(by_alias=True)["properties"]
+    loose = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
+    properties = {
+        name: loose if name in ("SDGBenefits", "images") else answered.get(name, {})
+        for name in COLUMNS
+    }
+    return {
+        "type": "object",
+        "title": "DeviceIn",
+        "properties": properties,
+        "required": list(REQUIRED),
+        "additionalProperties": False,
+    }
+
+
+DEVICE_IN_SCHEMA = _device_in_schema()
+DEVICES_IN_SCHEMA: dict[str, Any] = {
+    "anyOf": [DEVICE_IN_SCHEMA, {"type": "array", "items": DEVICE_IN_SCHEMA}]
+}
+DEVICE_GROUP_IN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "DeviceGroupIn",
+    "properties": {
+        "deviceGrpId": {"type": "string"},
+        "name": {"type": "string"},
+        "SDGBenefits": {
+            "anyOf": [
+                {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}},
+                {"type": "string"},
+            ],
+            "description": "goal numbers (7), `SDG7` or names; a list or one text",
+        },
+        "impactStory": {"type": "string"},
+        "images": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
+    },
+    "required": ["deviceGrpId", "name"],
+    "additionalProperties": False,
+}

@@ -6,10 +6,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import WithJsonSchema
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
-from granular.api.schemas_fleet import DeviceGroupOne, DeviceGroupsPublic, DeviceGroupWritten
+from granular.api.schemas_fleet import (
+    DEVICE_GROUP_IN_SCHEMA,
+    DeviceGroupOne,
+    DeviceGroupsPublic,
+    DeviceGroupWritten,
+)
 from granular.services.accounts import Role
 from granular.services.device_groups import (
     device_group,
@@ -36,7 +42,7 @@ def post_device_group(
     sessions: Sessions,
     now: Now,
     response: Response,
-    payload: Annotated[dict[str, Any], Body()],
+    payload: Annotated[dict[str, Any], WithJsonSchema(DEVICE_GROUP_IN_SCHEMA), Body()],
 ) -> dict[str, Any]:
     """`deviceGrpId` and `name` required; `SDGBenefits` as goal numbers (7, "SDG7") or
     names, a list or one text; `impactStory`; `images` (a list, or one text separated by

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
+from pydantic import WithJsonSchema
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
 from granular.api.schemas_fleet import (
+    DEVICES_IN_SCHEMA,
     DeviceRevisionsPublic,
     DeviceRowsPublic,
     DevicesPublic,
@@ -82,7 +84,9 @@ def post_devices(
     sessions: Sessions,
     now: Now,
     response: Response,
-    payload: Annotated[dict[str, Any] | list[dict[str, Any]], Body()],
+    payload: Annotated[
+        dict[str, Any] | list[dict[str, Any]], WithJsonSchema(DEVICES_IN_SCHEMA), Body()
+    ],
 ) -> dict[str, Any]:
     require_role(caller, *WRITERS)
     items = payload if isinstance(payload, list) else [payload]
