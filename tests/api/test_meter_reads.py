@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.readings import EnergyIntervalRow, ReadSubmissionRow
+from granular.api.schemas_fleet import ReadsPublic
 from granular.domain.energy import DeviceProfile, MaxEnergyPolicy, yearly_yield_bound_wh
 from tests.api.conftest import Keys
 from tests.api.test_devices import device
@@ -85,6 +86,7 @@ def test_delta_first_read_sets_the_baseline(client: TestClient, keys: Keys, site
     assert statuses(answer) == ["accepted", "accepted"]
     assert answer["reads"][0]["baselineOnly"] is True
     assert answer["reads"][0]["interval"] is None
+    ReadsPublic.model_validate(answer)
     assert answer["reads"][1]["interval"]["energyWh"] == 4000
 
 
@@ -296,6 +298,7 @@ def test_old_history_is_accepted_with_a_warning(client: TestClient, keys: Keys) 
         external_id="old",
     )
     assert statuses(answer) == ["acceptedWithWarning"]
+    ReadsPublic.model_validate(answer)  # the documented model, extra keys forbidden
     assert answer["summary"] == {
         "accepted": 0,
         "acceptedWithWarning": 1,
@@ -337,11 +340,13 @@ def test_a_request_whose_reads_are_all_rejected_is_422_with_each_result(
     error = answer["reads"][0]["error"]
     assert error["code"] == "read_in_future"
     assert error["details"]["field"] == "endtimestamp"  # the request's name, not `end`
+    ReadsPublic.model_validate({k: v for k, v in answer.items() if k != "error"})
     mixed = post(
         client, keys, {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": 1}, bad]}
     )
     assert statuses(mixed) == ["accepted", "rejected"]
     assert "error" not in mixed
+    ReadsPublic.model_validate(mixed)
 
 
 def test_error_details_name_the_request_fields_in_camel_case(

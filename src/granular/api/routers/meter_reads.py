@@ -127,7 +127,10 @@ async def post_reads(
             {"rejected": counts["rejected"]},
         )
         return SafeJSONResponse({**rejected, **answer}, status_code=422)
-    return answer
+    # Documented by ReadsPublic, returned as built: validating 10,000 results on every
+    # request cost a fifth of the ingestion rate; tests/api/test_meter_reads.py holds the
+    # answers to the model instead.
+    return SafeJSONResponse(answer)
 
 
 @router.get(
