@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint format bench bootstrap compile deploy-local clean
+.PHONY: run test lint format bench bootstrap compile clean
 
 bootstrap: $(VENV_STAMP) $(NODE_STAMP)
 

@@ -21,7 +21,7 @@ from granular.adapters.db.migrate import upgrade
 from granular.config import Settings
 from granular.errors import GranularError
 from granular.paths import deployments_dir
-from granular.services.accounts import Role, create_api_key, revoke
+from granular.services.accounts import Role, create_api_key, key_prefix, revoke
 from granular.services.deployment import deploy
 
 log = logging.getLogger("granular")
@@ -108,7 +108,7 @@ def api_key(settings: Settings, args: argparse.Namespace) -> int:
         print(created.key)
         return 0
     revoked = revoke(sessions=sessions, prefix=args.prefix, now=now)
-    print(f"revoked {revoked} key(s) with prefix {args.prefix}")
+    print(f"revoked {revoked} key(s) with prefix {key_prefix(args.prefix)}")
     return 0 if revoked else 1
 
 
@@ -151,42 +151,66 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, unless it has none (None, a flag off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="granular", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return commands.add_parser(
-            name, help=help_text, description=help_text, epilog=EPILOGS[name]
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EPILOGS[name],
+            formatter_class=_Defaults,
         )
 
     command("run", "the daemon and the API (embedded anvil unless GRANULAR_RPC_URL)")
     once = command("issue-once", "one issuance pass: plan, send, settle, then exit")
     once.add_argument(
-        "--wait-s", type=float, default=600.0, help="longest wait for confirmations (600)"
+        "--wait-s", type=float, default=600.0, help="longest wait for confirmations, seconds"
     )
     dep = command("deploy", "deploy the registry and record it")
     dep.add_argument("--rpc-url", help="default: GRANULAR_RPC_URL")
     dep.add_argument("--network", help="names deployments/<network>.json (GRANULAR_NETWORK)")
     dep.add_argument("--issuer", help="address granted ISSUER_ROLE (default: the deployer)")
     dep.add_argument("--force", action="store_true", help="replace a deployment still on chain")
-    dep.add_argument("--deployments-dir", type=Path, default=None)
+    dep.add_argument(
+        "--deployments-dir",
+        type=Path,
+        default=None,
+        help="where records go (GRANULAR_DEPLOYMENTS_DIR, else deployments/)",
+    )
     ver = command("verify", "check a certificate's header hash against the chain")
     ver.add_argument("certificate_id", type=int, metavar="CERTIFICATE_ID")
     sho = command("show", "a certificate's header, provenance and transaction")
     sho.add_argument("certificate_id", type=int, metavar="CERTIFICATE_ID")
     command("migrate", "bring the database schema up to date")
     serve_parser = command("serve", "serve the REST API only (no daemon)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     keys = command("api-key", "create or revoke API keys")
     key_actions = keys.add_subparsers(dest="action", required=True)
-    create = key_actions.add_parser("create", help="create a key; it is printed once")
+    create = key_actions.add_parser(
+        "create", help="create a key; it is printed once", epilog=EPILOGS["api-key"]
+    )
     create.add_argument("--organization", required=True)
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--label")
-    revoke_parser = key_actions.add_parser("revoke", help="revoke keys by their prefix")
-    revoke_parser.add_argument("prefix")
+    revoke_parser = key_actions.add_parser(
+        "revoke", help="revoke keys by their prefix", epilog=EPILOGS["api-key"]
+    )
+    revoke_parser.add_argument(
+        "prefix", help="the key's printed prefix: gk_de65fe95 or de65fe95 (or the whole key)"
+    )
     return root
 
 

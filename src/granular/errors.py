@@ -9,6 +9,7 @@ boundary.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 
 class GranularError(Exception):
@@ -21,6 +22,49 @@ class GranularError(Exception):
     def __init__(self, message: str, details: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.details: dict[str, object] = dict(details or {})
+
+
+class FieldRuleError(GranularError):
+    """The one base of the errors built from (field, value, rule): the field that broke the
+    rule, the value it had and the rule in words. A leaf sets `code`, mixes in the kind
+    that picks its HTTP status (`ValidationError`, `ConfigurationError`, ...) and, at most,
+    a `subject` for its message or a message of its own:
+
+        class FeePolicyInvalid(FieldRuleError, ConfigurationError):
+            code = "fee_policy_invalid"
+            subject = "fee policy "
+
+    `details` holds `field`, `value` (as given when JSON can carry it, else its text) and
+    `rule`, plus any extra values the leaf passes."""
+
+    subject: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        rule: str,
+        *,
+        message: str | None = None,
+        **extra: object,
+    ) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(
+            message or f"{self.subject}{field}={value!r} breaks the rule: {rule}",
+            {"field": field, "value": _plain(value), "rule": rule, **extra},
+        )
+
+
+def _plain(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return str(value)
 
 
 class ConfigurationError(GranularError):

@@ -3,6 +3,7 @@ working when revoked."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,53 @@ def test_created_key_authenticates_until_revoked(
     assert client.get("/devices", headers=headers).status_code == 401
     assert main(["api-key", "revoke", prefix]) == 1  # nothing left to revoke
     engine.dispose()
+
+
+@pytest.mark.parametrize("form", ["gk_{}", "{}", "whole-key"], ids=["gk-prefix", "bare", "whole"])
+def test_revoke_takes_the_prefix_as_printed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    form: str,
+) -> None:
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert main(["api-key", "create", "--organization", "Solar Co", "--role", "buyer"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    prefix = key.split("_")[1]
+    given = key if form == "whole-key" else form.format(prefix)
+    assert main(["api-key", "revoke", given]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked 1 key(s) with prefix {prefix}"
+
+
+def test_revoke_refuses_what_is_not_a_prefix_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert main(["api-key", "revoke", "gk_xyz"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a key prefix" in err
+
+
+def test_migrating_says_one_line_at_info_and_nothing_when_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("GRANULAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    with caplog.at_level(logging.INFO):
+        assert main(["migrate"]) == 0
+    first = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(first) == 1 and first[0].startswith("migrating the database schema from empty")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["migrate"]) == 0
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+def test_help_names_defaults_and_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 8000)" in out and "(default: 127.0.0.1)" in out
+    assert "GRANULAR_DATABASE_URL" in out
 
 
 def test_unknown_role_is_refused_by_the_cli(

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.readings import EnergyIntervalRow, ReadSubmissionRow
+from granular.api.schemas_fleet import ReadsPublic
 from granular.domain.energy import DeviceProfile, MaxEnergyPolicy, yearly_yield_bound_wh
 from tests.api.conftest import Keys
 from tests.api.test_devices import device
@@ -26,9 +27,15 @@ def site(client: TestClient, keys: Keys) -> str:
     return "site-1"
 
 
-def post(client: TestClient, keys: Keys, body: dict[str, Any], external_id: str = "site-1") -> Any:
+def post(
+    client: TestClient,
+    keys: Keys,
+    body: dict[str, Any],
+    external_id: str = "site-1",
+    status_code: int = 200,
+) -> Any:
     response = client.post(f"/meter-reads/{external_id}", headers=keys.owner, json=body)
-    assert response.status_code == 200, response.text
+    assert response.status_code == status_code, response.text
     return response.json()
 
 
@@ -79,6 +86,7 @@ def test_delta_first_read_sets_the_baseline(client: TestClient, keys: Keys, site
     assert statuses(answer) == ["accepted", "accepted"]
     assert answer["reads"][0]["baselineOnly"] is True
     assert answer["reads"][0]["interval"] is None
+    ReadsPublic.model_validate(answer)
     assert answer["reads"][1]["interval"]["energyWh"] == 4000
 
 
@@ -128,7 +136,9 @@ def test_a_changed_value_for_a_stored_read_is_a_conflict(
 ) -> None:
     first = {"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 5000}
     post(client, keys, {"type": "history", "reads": [first]})
-    answer = post(client, keys, {"type": "history", "reads": [{**first, "value": 5001}]})
+    answer = post(
+        client, keys, {"type": "history", "reads": [{**first, "value": 5001}]}, status_code=422
+    )
     assert answer["reads"][0]["error"]["code"] == "read_conflict"
 
 
@@ -149,13 +159,14 @@ def test_physical_bound_per_interval_is_named_with_its_numbers(
             "type": "history",
             "reads": [{"starttimestamp": hour(8), "endtimestamp": hour(9), "value": value_wh}],
         },
+        status_code=422 if status == "rejected" else 200,
     )
     assert statuses(answer) == [status]
     if status == "rejected":
         error = answer["reads"][0]["error"]
         assert error["code"] == "energy_exceeds_bound"
         assert error["details"]["rule"] == "physical"
-        assert (error["details"]["energy_wh"], error["details"]["bound_wh"]) == (50_001, 50_000)
+        assert (error["details"]["energyWh"], error["details"]["boundWh"]) == (50_001, 50_000)
 
 
 SITE = DeviceProfile(
@@ -200,17 +211,18 @@ def test_yield_rule_over_the_stored_trailing_year_at_the_bound_and_1wh_over(
             "type": "history",
             "reads": [{"starttimestamp": hour(8), "endtimestamp": hour(9), "value": 40_001}],
         },
+        status_code=422,
     )
     error = over["reads"][0]["error"]
     assert error["code"] == "energy_exceeds_bound"
     assert error["details"] == {
         "device": "site-1",
-        "energy_wh": bound_wh + 1,
-        "bound_wh": bound_wh,
+        "energyWh": bound_wh + 1,
+        "boundWh": bound_wh,
         "rule": "drec",
-        "window_start": "2025-06-01T09:00:00+00:00",
-        "window_end": "2026-06-01T09:00:00+00:00",
-        "interval_wh": 40_001,
+        "windowStart": "2025-06-01T09:00:00+00:00",
+        "windowEnd": "2026-06-01T09:00:00+00:00",
+        "intervalWh": 40_001,
     }
     at = post(
         client,
@@ -233,7 +245,7 @@ def test_a_consumption_meter_is_held_to_its_connection_capacity_only(
     answer = post(client, keys, {"type": "history", "reads": [year]}, "meter-1")
     assert statuses(answer) == ["accepted"]
     over = {"starttimestamp": hour(0), "endtimestamp": hour(1), "value": 1001}
-    error = post(client, keys, {"type": "history", "reads": [over]}, "meter-1")["reads"][0]
+    error = post(client, keys, {"type": "history", "reads": [over]}, "meter-1", 422)["reads"][0]
     assert error["error"]["details"]["rule"] == "physical"
 
 
@@ -285,7 +297,14 @@ def test_old_history_is_accepted_with_a_warning(client: TestClient, keys: Keys) 
         },
         external_id="old",
     )
-    assert statuses(answer) == ["accepted_with_warning"]
+    assert statuses(answer) == ["acceptedWithWarning"]
+    ReadsPublic.model_validate(answer)  # the documented model, extra keys forbidden
+    assert answer["summary"] == {
+        "accepted": 0,
+        "acceptedWithWarning": 1,
+        "duplicate": 0,
+        "rejected": 0,
+    }
     assert answer["reads"][0]["warnings"][0]["code"] == "history_older_than_3_years"
 
 
@@ -306,6 +325,63 @@ def test_bad_reads_are_rejected_one_by_one(
     answer = post(client, keys, {"type": "delta", "reads": [good, read]})
     assert statuses(answer) == ["accepted", "rejected"]
     assert answer["reads"][1]["error"]["code"] == code
+
+
+def test_a_request_whose_reads_are_all_rejected_is_422_with_each_result(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    """A client that checks only the status must not take "nothing stored" for success;
+    the per-read results stay in the body beside the error."""
+    bad = {"endtimestamp": "2026-07-01T00:00:00Z", "value": 1}  # in the future
+    answer = post(client, keys, {"type": "delta", "reads": [bad, bad]}, status_code=422)
+    assert answer["error"]["code"] == "all_reads_rejected"
+    assert answer["summary"]["rejected"] == 2
+    assert statuses(answer) == ["rejected", "rejected"]
+    error = answer["reads"][0]["error"]
+    assert error["code"] == "read_in_future"
+    assert error["details"]["field"] == "endtimestamp"  # the request's name, not `end`
+    ReadsPublic.model_validate({k: v for k, v in answer.items() if k != "error"})
+    mixed = post(
+        client, keys, {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": 1}, bad]}
+    )
+    assert statuses(mixed) == ["accepted", "rejected"]
+    assert "error" not in mixed
+    ReadsPublic.model_validate(mixed)
+
+
+def test_error_details_name_the_request_fields_in_camel_case(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    """Keys of details are camelCase (a snake_case key coming back fails here), and
+    `field` names the request's field."""
+    history = {"starttimestamp": hour(9), "endtimestamp": hour(8), "value": 1}
+    answer = post(client, keys, {"type": "history", "reads": [history]}, status_code=422)
+    assert answer["reads"][0]["error"]["details"]["field"] == "starttimestamp"
+    post(client, keys, {"type": "delta", "reads": [{"endtimestamp": hour(8), "value": 1}]})
+    switch = post(
+        client,
+        keys,
+        {"type": "aggregate", "reads": [{"endtimestamp": hour(9), "value": 1}]},
+        status_code=422,
+    )
+    details = switch["reads"][0]["error"]["details"]
+    assert details["previousKind"] == "delta"
+    for read in answer["reads"] + switch["reads"]:
+        assert not [key for key in read["error"]["details"] if "_" in key]
+
+
+def test_malformed_json_names_the_body_never_a_character_offset(
+    client: TestClient, keys: Keys, site: str
+) -> None:
+    response = client.post(
+        "/meter-reads/site-1",
+        headers={**keys.owner, "Content-Type": "application/json"},
+        content=b'{"type": "delta", "reads": [}',
+    )
+    assert response.status_code == 400
+    (problem,) = response.json()["error"]["details"]["problems"]
+    assert problem["field"] == "body"
+    assert isinstance(problem["position"], int)
 
 
 @pytest.mark.parametrize(

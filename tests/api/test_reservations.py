@@ -184,7 +184,7 @@ def test_delete_ends_and_releases_then_nothing_changes_it(
     assert client.get(url, headers=keys.buyer).json() == ended.json()
     again = error_of(client.delete(url, headers=keys.buyer))
     assert again["code"] == "reservation_ended"
-    assert again["details"]["ended_at"] == clock.now.isoformat()
+    assert again["details"]["endedAt"] == clock.now.isoformat()
     patched = client.patch(url, headers=keys.buyer, json={"targetVolumeWh": 5})
     assert error_of(patched)["code"] == "reservation_ended"
 
@@ -199,7 +199,7 @@ def test_a_reservation_past_its_end_is_completed_and_cannot_change(
     clock.now = datetime(2026, 7, 2, tzinfo=UTC)
     assert client.get(url, headers=keys.buyer).json()["status"] == "completed"
     refused = error_of(client.patch(url, headers=keys.buyer, json={"targetVolumeWh": 5}))
-    assert (refused["code"], refused["details"]["ended_at"]) == (
+    assert (refused["code"], refused["details"]["endedAt"]) == (
         "reservation_ended",
         "2026-07-02T00:00:00+00:00",
     )
@@ -296,7 +296,7 @@ def test_devices_are_exclusive_across_live_reservations(
         assert error["code"] == "device_already_reserved"
         assert error["details"] == {
             "device": str(ids["site-1"]),
-            "reservation_id": str(first["id"]),
+            "reservationId": str(first["id"]),
         }
     other = reserve(client, keys.other_buyer, [ids["site-2"]])
     added = client.patch(
@@ -357,8 +357,8 @@ def test_a_released_device_is_reservable_again_12h_later(
         return
     error = error_of(response)
     assert error["code"] == "device_release_cooldown"
-    assert error["details"]["released_at"] == NOW.isoformat()
-    assert error["details"]["available_at"] == (NOW + TWELVE_HOURS).isoformat()
+    assert error["details"]["releasedAt"] == NOW.isoformat()
+    assert error["details"]["availableAt"] == (NOW + TWELVE_HOURS).isoformat()
 
 
 def test_a_completed_reservation_frees_its_devices_12h_after_its_end(
@@ -387,7 +387,7 @@ def test_after_the_cool_down_the_period_already_covered_stays_taken(
     overlapping = body([ids["site-1"]], start="2026-06-10T00:00:00Z")
     error = error_of(client.post("/reservations", headers=keys.other_buyer, json=overlapping))
     assert error["code"] == "device_period_already_reserved"
-    assert error["details"]["covered_end"] == NOW.isoformat()
+    assert error["details"]["coveredEnd"] == NOW.isoformat()
     after = body([ids["site-1"]], start=NOW.isoformat())
     assert client.post("/reservations", headers=keys.other_buyer, json=after).status_code == 201
 

@@ -189,13 +189,15 @@ def test_development_key_only_on_chain_31337(
             capsys, "--rpc-url", other.url, "--network", "x", "--deployments-dir", str(tmp_path)
         )
         assert code == 1
-        assert "chain id 1337: the anvil development key is accepted only on chain id 31337" in err
+        assert "chain id 1337: no keystore given, and the anvil development key" in err
+        assert "accepted only on chain id 31337" in err
         keystore_env(anvil_account(0).key)  # the same key inside a keystore is refused too
         code, _, err = _run(
             capsys, "--rpc-url", other.url, "--network", "x", "--deployments-dir", str(tmp_path)
         )
         assert code == 1
-        assert "accepted only on chain id 31337" in err
+        assert "holds an anvil development account, accepted only on chain id 31337" in err
+        assert "no keystore given" not in err  # the message fits what was given
 
 
 def test_the_script_prints_no_traceback(tmp_path: Path) -> None:

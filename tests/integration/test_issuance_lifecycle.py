@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.reservations import get_reservation
 from granular.domain.reads import ReadKind
+from granular.domain.reservations import ReservationStatus
 from granular.domain.windows import Frequency
 from granular.services import issuance
-from granular.services.reservations import ReservationStatus, status_of
+from granular.services.reservations import status_of
 from tests.integration.issuance_helpers import add_device, items, principal, reads, reserve, utc
 
 WALLET = "0x" + "ab" * 20

@@ -14,18 +14,20 @@ from hypothesis import strategies as st
 from granular.adapters.db.readings import SpanEnergy
 from granular.adapters.db.reservations import BookingRecord, Stint, StoredReservation
 from granular.domain.energy import EnergyInterval
+from granular.domain.reservations import (
+    ReservationStatus,
+    blocks_device,
+    closed_at,
+    stint_release,
+)
 from granular.domain.windows import Frequency, share_in_span, split_at, split_interval
 from granular.services.reservations import (
     InvalidWallet,
-    ReservationStatus,
-    blocks_device,
     booking_of,
     checksum_wallet,
-    closed_at,
-    covered_until,
+    covered_until_of,
     energy_in_span,
     status_of,
-    stint_release,
 )
 
 CHECKSUMMED = "0x52908400098527886E0F7030069857D2E4169EE7"
@@ -168,7 +170,10 @@ def test_status(
 ) -> None:
     found = reservation(**changes)
     assert status_of(found, now) is status
-    assert closed_at(found, now) == closed
+    assert (
+        closed_at(end=found.end, ended_at=found.ended_at, completed_at=found.completed_at, now=now)
+        == closed
+    )
 
 
 # --- covered periods ----------------------------------------------------------------------
@@ -181,9 +186,9 @@ def test_each_device_covers_until_its_release_and_a_re_added_one_the_longer() ->
         Stint(3, START, T),
         Stint(3, T + HOUR, None),
     )
-    assert covered_until(found) == {1: END, 2: T, 3: END}
+    assert covered_until_of(found) == {1: END, 2: T, 3: END}
     ended = replace(found, ended_at=T + 2 * HOUR)
-    assert covered_until(ended) == {1: T + 2 * HOUR, 2: T, 3: T + 2 * HOUR}
+    assert covered_until_of(ended) == {1: T + 2 * HOUR, 2: T, 3: T + 2 * HOUR}
 
 
 # --- energy in a covered period -----------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular import __version__
-from granular.api import errors
+from granular.api import docs, errors
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from granular.api.routers import (
@@ -22,6 +22,7 @@ from granular.api.routers import (
     registry_commands,
     reservations,
 )
+from granular.api.schemas_fleet import ERROR_RESPONSES
 from granular.domain.energy import MaxEnergyPolicy
 from granular.services.metrics import Metrics
 
@@ -38,7 +39,13 @@ def create_app(
     max_energy_policy: MaxEnergyPolicy | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="granular", version=__version__, default_response_class=SafeJSONResponse)
+    app = FastAPI(
+        title="granular",
+        version=__version__,
+        default_response_class=SafeJSONResponse,
+        docs_url=None,  # api.docs serves it with local assets
+        redoc_url=None,  # ReDoc too would come from a CDN
+    )
     app.state.sessions = sessions
     app.state.clock = clock
     app.state.max_energy_policy = max_energy_policy or MaxEnergyPolicy()
@@ -46,12 +53,13 @@ def create_app(
     app.state.metrics = metrics or Metrics(sessions=sessions)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     errors.install(app)
-    app.include_router(devices.router)
-    app.include_router(reservations.router)
-    app.include_router(meter_reads.router)
-    app.include_router(device_groups.router)
-    app.include_router(codes.router)
-    app.include_router(registry.router)
-    app.include_router(registry_commands.router)
+    docs.install(app)
+    app.include_router(devices.router, responses=ERROR_RESPONSES)
+    app.include_router(reservations.router, responses=ERROR_RESPONSES)
+    app.include_router(meter_reads.router, responses=ERROR_RESPONSES)
+    app.include_router(device_groups.router, responses=ERROR_RESPONSES)
+    app.include_router(codes.router, responses=ERROR_RESPONSES)
+    app.include_router(registry.router, responses=ERROR_RESPONSES)
+    app.include_router(registry_commands.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     return app

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from granular.adapters.db.accounts import Principal
-from granular.errors import Forbidden
-from granular.services.accounts import Role, authenticate
+from granular.services.accounts import Principal, authenticate
+from granular.services.accounts import require_role as require_role  # its one home
+
+__all__ = ["Caller", "Now", "Sessions", "get_now", "get_principal", "get_sessions", "require_role"]
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:
@@ -24,8 +26,15 @@ def get_now(request: Request) -> datetime:
     return clock()
 
 
+# Declares the HTTP bearer scheme in OpenAPI (the Authorize button of /docs). It does not
+# check anything: `authenticate` reads the raw header, so its messages stay the same.
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Bearer gk_...`")
+
+
 def get_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     return authenticate(sessions=request.app.state.sessions, authorization=authorization)
 
@@ -33,9 +42,3 @@ def get_principal(
 Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Now = Annotated[datetime, Depends(get_now)]
 Caller = Annotated[Principal, Depends(get_principal)]
-
-
-def require_role(principal: Principal, *roles: Role) -> None:
-    if principal.role not in {role.value for role in roles}:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")

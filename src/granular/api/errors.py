@@ -6,6 +6,13 @@
 numbers), `{"problems": [...]}` for a request that does not fit its schema, `{}` when there
 is nothing more to say.
 
+Every key of `details` is camelCase on the wire, and so is the request field named by
+`details.field`. Python code builds `details` with the snake_case names of its own
+variables (`energy_wh`, `window_start`); `describe` is the one place that converts them,
+so no error class has to know the wire format and a new error cannot leak snake_case.
+Names that are already camelCase (`externalId`, `SDGBenefits`, `certificateID`) pass
+through unchanged.
+
 The status comes from one table of error classes; nothing else maps errors to statuses.
 """
 
@@ -63,21 +70,47 @@ def status_of(error: GranularError) -> int:
     return 400
 
 
+def camel(name: str) -> str:
+    """`energy_wh` -> `energyWh`; a name without `_` (`externalId`, `SDGBenefits`) is kept."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def describe(error: GranularError) -> dict[str, Any]:
-    """The `error` object for a domain error: its code, message and field details."""
-    jsonable = _jsonable(error.details)
-    described: dict[str, Any] = error_body(error.code, str(error), jsonable)["error"]
+    """The `error` object for a domain error: its code, message and field details, with
+    camelCase keys and a camelCase `field`."""
+    details = jsonable(error.details)
+    described: dict[str, Any] = error_body(error.code, str(error), details)["error"]
     return described
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {
+            camel(str(k)): camel(v) if k == "field" and isinstance(v, str) else jsonable(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def _problem(item: Any) -> dict[str, Any]:
+    """One schema problem. `field` is the request field's path (`reads.0.value`); for JSON
+    that does not parse, pydantic's `loc` holds a character offset: that is `position`,
+    and the field is the whole `body`."""
+    loc = tuple(item.get("loc", ()))
+    if item.get("type") == "json_invalid":
+        offsets = [part for part in loc if isinstance(part, int)]
+        problem: dict[str, Any] = {"field": "body"}
+        if offsets:
+            problem["position"] = offsets[-1]
+    else:
+        problem = {"field": ".".join(str(part) for part in loc if part != "body") or "body"}
+    problem.update(problem=item.get("msg", ""), type=item.get("type", ""))
+    return problem
 
 
 def install(app: FastAPI) -> None:
@@ -87,15 +120,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> SafeJSONResponse:
-        problems = [
-            {
-                "field": ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-                or "body",
-                "problem": item.get("msg", ""),
-                "type": item.get("type", ""),
-            }
-            for item in error.errors()
-        ]
+        problems = [_problem(item) for item in error.errors()]
         if any(p["type"] == "json_invalid" for p in problems):
             body = error_body(
                 "malformed_json", "the request body is not valid JSON", {"problems": problems}

@@ -59,7 +59,7 @@ class BodySizeLimit:
             "error": {
                 "code": "payload_too_large",
                 "message": f"the request body exceeds {self.max_bytes} bytes",
-                "details": {"max_bytes": self.max_bytes},
+                "details": {"maxBytes": self.max_bytes},
             }
         }
         payload = json.dumps(body).encode()

@@ -11,23 +11,19 @@ import re
 
 from eth_hash.auto import keccak
 
-from granular.errors import ValidationError
+from granular.errors import FieldRuleError, ValidationError
 
 _HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 FORMAT_RULE = "expected 0x followed by 40 hex digits"
 CHECKSUM_RULE = "mixed-case address with a wrong EIP-55 checksum"
 
 
-class InvalidAddress(ValidationError):
+class InvalidAddress(FieldRuleError, ValidationError):
     code = "invalid_address"
 
     def __init__(self, field: str, value: str, rule: str) -> None:
-        self.field = field
-        self.value = value
-        self.rule = rule
         super().__init__(
-            f"{field}: {value!r} is not a 20-byte hex address ({rule})",
-            {"field": field, "value": value, "rule": rule},
+            field, value, rule, message=f"{field}: {value!r} is not a 20-byte hex address ({rule})"
         )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from granular.domain.codes import DEVICE_TYPE_CODES, FUEL_CODES
 from granular.domain.drec import SdgUnknown, sdg_bits, split_list
 from granular.domain.units import RuleViolation
+from granular.errors import FieldRuleError
 
 
 class DeviceKind(StrEnum):
@@ -102,19 +103,14 @@ REQUIRED = (
 )
 
 
-class DeviceFieldInvalid(RuleViolation):
+class DeviceFieldInvalid(FieldRuleError, RuleViolation):
     code = "device_field_invalid"
 
     def __init__(
         self, field: str, value: object, rule: str, valid: Sequence[str] | None = None
     ) -> None:
-        details: dict[str, object] = {"field": field, "value": value, "rule": rule}
-        if valid is not None:
-            details["valid"] = list(valid)
-        super().__init__(f"{field}: {value!r} {rule}", details)
-        self.field = field
-        self.value = value
-        self.rule = rule
+        extra: dict[str, object] = {} if valid is None else {"valid": list(valid)}
+        super().__init__(field, value, rule, message=f"{field}: {value!r} {rule}", **extra)
         self.valid = None if valid is None else list(valid)
 
 

@@ -37,7 +37,7 @@ from itertools import accumulate
 
 from granular.domain.devices import DeviceKind
 from granular.domain.units import NegativeValue, RuleViolation, to_utc
-from granular.errors import ConfigurationError, GranularError
+from granular.errors import ConfigurationError, FieldRuleError, GranularError
 
 _MICROSECOND = timedelta(microseconds=1)
 _US_PER_HOUR = 3600 * 1_000_000
@@ -116,7 +116,7 @@ class CapacityNotPositive(RuleViolation):
     def __init__(self, device: str, capacity_w: int) -> None:
         super().__init__(
             f"{device}: capacity_w {capacity_w} must be a positive integer of W",
-            {"device": device, "field": "capacity_w", "value": capacity_w},
+            {"device": device, "field": "capacity", "value": capacity_w},
         )
         self.device = device
         self.capacity_w = capacity_w
@@ -138,14 +138,9 @@ class YieldNotPositive(RuleViolation):
         self.yield_kwh_per_kw_year = yield_kwh_per_kw_year
 
 
-class InvalidMaxEnergyPolicy(ConfigurationError):
+class InvalidMaxEnergyPolicy(FieldRuleError, ConfigurationError):
     code = "invalid_max_energy_policy"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        super().__init__(f"max-energy policy: {field}={value} breaks: {rule}")
-        self.field = field
-        self.value = value
-        self.rule = rule
+    subject = "max-energy policy "
 
 
 @dataclass(frozen=True, slots=True)

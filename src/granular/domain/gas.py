@@ -23,7 +23,7 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Literal, NewType
 
-from granular.errors import ConfigurationError, ValidationError
+from granular.errors import ConfigurationError, FieldRuleError, ValidationError
 
 Wei = NewType("Wei", int)
 
@@ -40,7 +40,7 @@ REWARD_PERCENTILES: tuple[int, ...] = (10, 50, 90)
 # --- errors -------------------------------------------------------------------------------
 
 
-class FeeError(ValidationError):
+class FeeError(FieldRuleError, ValidationError):
     """A fee input or value broke a rule of this module.
 
     `field`, `value` and `rule` are attributes; `details` holds them as a flat mapping (the
@@ -48,15 +48,6 @@ class FeeError(ValidationError):
     """
 
     code = "fee_error"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        self.field = field
-        self.value = value
-        self.rule = rule
-        super().__init__(
-            f"{field}={value!r} breaks the rule: {rule}",
-            {"field": field, "value": repr(value), "rule": rule},
-        )
 
 
 class FeeHistoryMalformed(FeeError):
@@ -83,19 +74,11 @@ class FeeInputMissing(FeeError):
     code = "fee_input_missing"
 
 
-class FeePolicyInvalid(ConfigurationError):
+class FeePolicyInvalid(FieldRuleError, ConfigurationError):
     """A fee policy setting out of range or out of tier order."""
 
     code = "fee_policy_invalid"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        self.field = field
-        self.value = value
-        self.rule = rule
-        super().__init__(
-            f"fee policy {field}={value!r} breaks the rule: {rule}",
-            {"field": field, "value": repr(value), "rule": rule},
-        )
+    subject = "fee policy "
 
 
 # --- tiers and policy ---------------------------------------------------------------------

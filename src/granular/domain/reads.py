@@ -104,7 +104,7 @@ class ReadStartMissing(ReadRejected):
     def __init__(self, kind: ReadKind) -> None:
         super().__init__(
             f"start: a {kind.value} read needs a start timestamp",
-            {"field": "start", "kind": kind.value},
+            {"field": "starttimestamp", "kind": kind.value},
         )
         self.kind = kind
 
@@ -116,7 +116,7 @@ class ReadStartNotAllowed(ReadRejected):
         super().__init__(
             f"start: a {kind.value} read has no start (got {start.isoformat()}); "
             "it runs from the previous read's end",
-            {"field": "start", "kind": kind.value, "value": start.isoformat()},
+            {"field": "starttimestamp", "kind": kind.value, "value": start.isoformat()},
         )
         self.kind = kind
         self.start = start
@@ -128,7 +128,7 @@ class ReadStartNotBeforeEnd(ReadRejected):
     def __init__(self, start: datetime, end: datetime) -> None:
         super().__init__(
             f"start: {start.isoformat()} is not before end {end.isoformat()}",
-            {"field": "start", "start": start.isoformat(), "end": end.isoformat()},
+            {"field": "starttimestamp", "start": start.isoformat(), "end": end.isoformat()},
         )
         self.start = start
         self.end = end
@@ -140,7 +140,12 @@ class ReadInFuture(ReadRejected):
     def __init__(self, device: str, end: datetime, now: datetime) -> None:
         super().__init__(
             f"{device}: end {end.isoformat()} is after now ({now.isoformat()})",
-            {"device": device, "field": "end", "value": end.isoformat(), "now": now.isoformat()},
+            {
+                "device": device,
+                "field": "endtimestamp",
+                "value": end.isoformat(),
+                "now": now.isoformat(),
+            },
         )
         self.device = device
         self.end = end
@@ -218,7 +223,7 @@ class ReadEndNotAfterPrevious(ReadRejected):
             f"{previous_end.isoformat()}",
             {
                 "device": device,
-                "field": "end",
+                "field": "endtimestamp",
                 "value": end.isoformat(),
                 "previous_end": previous_end.isoformat(),
             },
@@ -325,11 +330,11 @@ class MeterRead:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ReadKind(self.kind))
-        object.__setattr__(self, "end", to_utc(self.end, field="end"))
+        object.__setattr__(self, "end", to_utc(self.end, field="endtimestamp"))
         if self.kind is ReadKind.HISTORY:
             if self.start is None:
                 raise ReadStartMissing(self.kind)
-            object.__setattr__(self, "start", to_utc(self.start, field="start"))
+            object.__setattr__(self, "start", to_utc(self.start, field="starttimestamp"))
         elif self.start is not None:
             raise ReadStartNotAllowed(self.kind, self.start)
         if self.value_wh < 0:
@@ -584,7 +589,7 @@ def _validate_one(
         )
 
     if read.end < device.commissioning_date:
-        raise ReadBeforeCommissioning(name, "end", read.end, device.commissioning_date)
+        raise ReadBeforeCommissioning(name, "endtimestamp", read.end, device.commissioning_date)
     if state.last_kind in _SERIES and state.last_kind is not read.kind:
         raise ReadKindSwitchNotAllowed(name, state.last_kind, read.kind)
     if state.last_end is None:
@@ -632,7 +637,7 @@ def _validate_history(
     if start >= read.end:
         raise ReadStartNotBeforeEnd(start, read.end)
     if start < device.commissioning_date:
-        raise ReadBeforeCommissioning(name, "start", start, device.commissioning_date)
+        raise ReadBeforeCommissioning(name, "starttimestamp", start, device.commissioning_date)
     for source in recorded:
         overlap = source.find_overlap(start, read.end)
         if overlap is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import NamedTuple
 
 from granular.domain.devices import DeviceKind
@@ -278,10 +279,88 @@ class DeviceBooking:
         return min(self.end, self.released_at)
 
 
+class ReservationStatus(StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+    COMPLETED = "completed"
+
+
+class Stint(NamedTuple):
+    """A device's time in one reservation: it joined at the reservation's start and left
+    at `released_at` (removed from it), or is still held (None)."""
+
+    device_id: int
+    released_at: datetime | None
+
+
 class TargetSplit(NamedTuple):
     issue_wh: int
     leftover_wh: int
     target_reached: bool
+
+
+# --- status and release -------------------------------------------------------------------
+
+
+def closed_at(
+    *, end: datetime, ended_at: datetime | None, completed_at: datetime | None, now: datetime
+) -> datetime | None:
+    """When the reservation stopped being live: the first of its ending (DELETE), its
+    completion (target reached) and `end` once `now` has reached it; None while live."""
+    moments = [m for m in (ended_at, completed_at) if m is not None]
+    if now >= end:
+        moments.append(end)
+    return min(moments) if moments else None
+
+
+def reservation_status(
+    *, end: datetime, ended_at: datetime | None, completed_at: datetime | None, now: datetime
+) -> ReservationStatus:
+    """`ended` when its buyer ended it; else `completed` once it closed (target reached or
+    `end` passed); else `live`."""
+    if ended_at is not None:
+        return ReservationStatus.ENDED
+    if closed_at(end=end, ended_at=ended_at, completed_at=completed_at, now=now) is not None:
+        return ReservationStatus.COMPLETED
+    return ReservationStatus.LIVE
+
+
+def stint_release(
+    *,
+    end: datetime,
+    released_at: datetime | None,
+    ended_at: datetime | None,
+    completed_at: datetime | None,
+) -> datetime:
+    """When a device's stint ends: its own release, or the reservation's, whichever is
+    first; `end` when nothing released it earlier (in the future while it is held)."""
+    return min(m for m in (end, released_at, ended_at, completed_at) if m is not None)
+
+
+def blocks_device(booking: DeviceBooking, now: datetime) -> bool:
+    """True while the booking keeps the device from another reservation: it is held, or
+    was released less than 12 h ago. (GET /devices?reservable applies the same rule in
+    SQL: `adapters.db.reservations.reservable_clause`.)"""
+    available_at = booking.available_at
+    return booking.is_live(now) or available_at is None or now < available_at
+
+
+def covered_until(
+    *,
+    end: datetime,
+    ended_at: datetime | None,
+    completed_at: datetime | None,
+    stints: Iterable[Stint],
+) -> dict[int, datetime]:
+    """For each device ever in the reservation, the end of the period it covered (every
+    stint starts at the reservation's `start`; a device added twice covers the longer)."""
+    until: dict[int, datetime] = {}
+    for stint in stints:
+        moment = stint_release(
+            end=end, released_at=stint.released_at, ended_at=ended_at, completed_at=completed_at
+        )
+        until[stint.device_id] = max(moment, until.get(stint.device_id, moment))
+    return until
 
 
 # --- rules --------------------------------------------------------------------------------

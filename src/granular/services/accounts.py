@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,13 +12,15 @@ from enum import StrEnum
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db.accounts import (
-    Principal,
+    Principal as Principal,  # the caller, re-exported: routers import services only
+)
+from granular.adapters.db.accounts import (
     add_api_key,
     get_or_create_organization,
     principal_for_key_hash,
     revoke_api_key,
 )
-from granular.errors import Unauthenticated, ValidationError
+from granular.errors import Forbidden, Unauthenticated, ValidationError
 
 KEY_PREFIX = "gk"
 
@@ -27,6 +30,14 @@ class Role(StrEnum):
     DEVICE_OWNER = "device_owner"
     BUYER = "buyer"
     VIEWER = "viewer"
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    """The one role check of the API and the services: `principal` holds one of `roles`,
+    or Forbidden (403) naming the roles that may."""
+    if principal.role not in {role.value for role in roles}:
+        allowed = ", ".join(role.value for role in roles)
+        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +87,25 @@ def create_api_key(
     return NewApiKey(key, prefix, name, the_role)
 
 
+_PREFIX = re.compile(rf"^(?:{KEY_PREFIX}_)?([0-9a-f]{{8}})(?:_.*)?$")
+
+
+def key_prefix(text: str) -> str:
+    """The 8 hex digits that name a key, from what the CLI printed: `de65fe95`,
+    `gk_de65fe95`, or the whole key."""
+    found = _PREFIX.match(text.strip())
+    if found is None:
+        raise ValidationError(
+            f"prefix: {text!r} is not a key prefix; give the 8 hex digits after "
+            f"'{KEY_PREFIX}_' (with or without '{KEY_PREFIX}_')"
+        )
+    return found.group(1)
+
+
 def revoke(*, sessions: sessionmaker[Session], prefix: str, now: datetime) -> int:
+    """Revokes the live keys named by `prefix` (see `key_prefix`); how many it revoked."""
     with sessions.begin() as session:
-        return revoke_api_key(session=session, prefix=prefix, now=now)
+        return revoke_api_key(session=session, prefix=key_prefix(prefix), now=now)
 
 
 def authenticate(*, sessions: sessionmaker[Session], authorization: str | None) -> Principal:

@@ -44,21 +44,15 @@ from granular.domain.commands import (
 from granular.domain.gas import Tier
 from granular.domain.headers import canonical_json, data_hash
 from granular.domain.slices import Kind, Slice, SliceState
-from granular.errors import ConfigurationError, Conflict, NotFound, ValidationError
+from granular.errors import ConfigurationError, Conflict, FieldRuleError, NotFound, ValidationError
 from granular.services import outbox
 
 DEFAULT_VALIDITY_S = 3600  # the deadline typed-data proposes: an hour of chain time
 MAX_WH = (1 << 64) - 1  # the registry's uint64 quantity
 
 
-class InvalidField(ValidationError):
+class InvalidField(FieldRuleError, ValidationError):
     code = "command_field_invalid"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        super().__init__(
-            f"{field}={value!r} breaks the rule: {rule}",
-            {"field": field, "value": str(value), "rule": rule},
-        )
 
 
 class CommandNotFound(NotFound):

@@ -22,7 +22,14 @@ from granular.adapters.db.devices import (
     list_devices,
     upsert_device,
 )
-from granular.domain.devices import COLUMNS, REQUIRED, DeviceFieldInvalid, DeviceSpec, parse_device
+from granular.domain.devices import (
+    COLUMNS,
+    REQUIRED,
+    DeviceFieldInvalid,
+    DeviceKind,
+    DeviceSpec,
+    parse_device,
+)
 from granular.domain.drec import sdg_labels
 from granular.domain.drec_csv import CsvSyntaxError, records
 from granular.errors import Conflict, NotFound, ValidationError
@@ -30,6 +37,20 @@ from granular.services.accounts import Role
 from granular.services.reservations import reservable_filter
 
 MAX_CSV_ROWS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSearch:
+    """The filters of `GET /devices`, as values; `find_devices` turns them into a query."""
+
+    country_code: str | None = None
+    fuel_code: str | None = None
+    off_taker: str | None = None
+    device_type_code: str | None = None
+    capacity_min_w: int | None = None
+    capacity_max_w: int | None = None
+    group_external_id: str | None = None  # the deviceGrpId of the devices' group
+    kind: DeviceKind | None = None
 
 
 class CsvInvalid(ValidationError):
@@ -246,7 +267,7 @@ def find_devices(
     *,
     sessions: sessionmaker[Session],
     caller: Principal,
-    where: DeviceFilter,
+    search: DeviceSearch,
     reservable: bool | None,
     now: datetime,
     limit: int,
@@ -255,6 +276,17 @@ def find_devices(
     """Devices matching `where`; with `reservable`, only those that can (True) or cannot
     (False) be reserved at `now` (held by a reservation, or released less than 12 h ago).
     A device owner sees its own organization's devices only; other roles see all."""
+    where = DeviceFilter(
+        organization_id=None,
+        country_code=search.country_code,
+        fuel_code=search.fuel_code,
+        off_taker=search.off_taker,
+        device_type_code=search.device_type_code,
+        capacity_min_w=search.capacity_min_w,
+        capacity_max_w=search.capacity_max_w,
+        group_external_id=search.group_external_id,
+        kind=search.kind,
+    )
     if caller.role == Role.DEVICE_OWNER.value:
         where = replace(where, organization_id=caller.organization_id)
     where = reservable_filter(sessions=sessions, where=where, reservable=reservable, now=now)

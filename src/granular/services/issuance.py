@@ -76,7 +76,7 @@ from granular.domain.units import to_utc
 from granular.domain.windows import Frequency, split_at, split_interval, window_containing
 from granular.errors import GranularError, NotFound
 from granular.services import outbox
-from granular.services.reservations import covered_until, status_of
+from granular.services.reservations import covered_until_of, status_of
 
 LOGGER_NAME = "granular.issuance"
 _log = logging.getLogger(LOGGER_NAME)
@@ -251,7 +251,7 @@ def _plan_one(
     reservation = get_reservation(session=session, reservation_id=reservation_id)
     if reservation is None:
         return None
-    until = {d: u for d, u in covered_until(reservation).items() if u > reservation.start}
+    until = {d: u for d, u in covered_until_of(reservation).items() if u > reservation.start}
     if not until:
         return None
     horizon = max(until.values())

@@ -32,7 +32,7 @@ from granular.domain.outbox import (
     OutboxError,
     RequestState,
 )
-from granular.errors import GranularError, ValidationError
+from granular.errors import FieldRuleError, GranularError, ValidationError
 from granular.services.outbox_common import (
     AFTER_BROADCAST_BEFORE_MARK,
     AFTER_COMMIT_BEFORE_BROADCAST,
@@ -91,12 +91,8 @@ class IdempotencyConflict(GranularError):
         )
 
 
-class InvalidRequest(ValidationError):
+class InvalidRequest(FieldRuleError, ValidationError):
     code = "invalid_tx_request"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        self.field = field
-        super().__init__(f"{field}={value!r} breaks the rule: {rule}")
 
 
 @dataclass(frozen=True, slots=True)

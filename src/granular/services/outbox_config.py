@@ -11,18 +11,12 @@ from dataclasses import dataclass, field
 
 from granular.config import Settings
 from granular.domain.gas import BP_ONE, FeePolicy, Tier, TierPolicy, Wei
-from granular.errors import ConfigurationError
+from granular.errors import ConfigurationError, FieldRuleError
 
 
-class OutboxConfigInvalid(ConfigurationError):
+class OutboxConfigInvalid(FieldRuleError, ConfigurationError):
     code = "outbox_config_invalid"
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        self.field = field
-        super().__init__(
-            f"outbox {field}={value!r} breaks the rule: {rule}",
-            {"field": field, "value": repr(value), "rule": rule},
-        )
+    subject = "outbox "
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,15 +60,21 @@ from granular.domain.reservations import (
     RELEASE_COOLDOWN,
     DeviceBooking,
     ReservationEnded,
+    ReservationStatus,
     ReservationTerms,
+    Stint,
     check_device_kinds,
+    closed_at,
+    covered_until,
+    reservation_status,
+    stint_release,
     validate_reservation,
     validate_reservation_update,
 )
 from granular.domain.units import RuleViolation, to_utc
 from granular.domain.windows import Frequency, share_in_span
-from granular.errors import Forbidden, NotFound
-from granular.services.accounts import Role
+from granular.errors import NotFound
+from granular.services.accounts import Role, require_role
 
 READERS = (Role.BUYER, Role.ISSUER, Role.VIEWER)
 
@@ -157,12 +162,6 @@ class ReservationNotFound(NotFound):
 # --- values -------------------------------------------------------------------------------
 
 
-class ReservationStatus(StrEnum):
-    LIVE = "live"
-    ENDED = "ended"
-    COMPLETED = "completed"
-
-
 @dataclass(frozen=True, slots=True)
 class NewReservation:
     devices: frozenset[int]
@@ -220,33 +219,14 @@ def checksum_wallet(value: str) -> str:
     return to_checksum(value)
 
 
-def closed_at(reservation: StoredReservation, now: datetime) -> datetime | None:
-    """When the reservation stopped being live (ended, completed or past `end`); None
-    while it is live."""
-    moments = [m for m in (reservation.ended_at, reservation.completed_at) if m is not None]
-    if now >= reservation.end:
-        moments.append(reservation.end)
-    return min(moments) if moments else None
-
-
 def status_of(reservation: StoredReservation, now: datetime) -> ReservationStatus:
-    if reservation.ended_at is not None:
-        return ReservationStatus.ENDED
-    if closed_at(reservation, now) is not None:
-        return ReservationStatus.COMPLETED
-    return ReservationStatus.LIVE
-
-
-def stint_release(
-    *,
-    end: datetime,
-    released_at: datetime | None,
-    ended_at: datetime | None,
-    completed_at: datetime | None,
-) -> datetime:
-    """When a device's stint ends: its own release, or the reservation's, whichever is
-    first; `end` when nothing released it earlier (in the future while it is held)."""
-    return min(m for m in (end, released_at, ended_at, completed_at) if m is not None)
+    """`domain.reservations.reservation_status` of a stored reservation."""
+    return reservation_status(
+        end=reservation.end,
+        ended_at=reservation.ended_at,
+        completed_at=reservation.completed_at,
+        now=now,
+    )
 
 
 def booking_of(record: BookingRecord) -> DeviceBooking:
@@ -265,27 +245,14 @@ def booking_of(record: BookingRecord) -> DeviceBooking:
     )
 
 
-def blocks_device(booking: DeviceBooking, now: datetime) -> bool:
-    """True while the booking keeps the device from another reservation: it is held, or
-    was released less than 12 h ago. (GET /devices?reservable applies the same rule in
-    SQL: `adapters.db.reservations.reservable_clause`.)"""
-    available_at = booking.available_at
-    return booking.is_live(now) or available_at is None or now < available_at
-
-
-def covered_until(reservation: StoredReservation) -> dict[int, datetime]:
-    """For each device ever in the reservation, the end of the period it covered (every
-    stint starts at the reservation's `start`; a device added twice covers the longer)."""
-    until: dict[int, datetime] = {}
-    for stint in reservation.stints:
-        moment = stint_release(
-            end=reservation.end,
-            released_at=stint.released_at,
-            ended_at=reservation.ended_at,
-            completed_at=reservation.completed_at,
-        )
-        until[stint.device_id] = max(moment, until.get(stint.device_id, moment))
-    return until
+def covered_until_of(reservation: StoredReservation) -> dict[int, datetime]:
+    """`domain.reservations.covered_until` of a stored reservation."""
+    return covered_until(
+        end=reservation.end,
+        ended_at=reservation.ended_at,
+        completed_at=reservation.completed_at,
+        stints=[Stint(s.device_id, s.released_at) for s in reservation.stints],
+    )
 
 
 def energy_in_span(found: SpanEnergy, start: datetime, end: datetime) -> int:
@@ -308,15 +275,9 @@ def terms_of(reservation: StoredReservation) -> ReservationTerms:
 # --- access -------------------------------------------------------------------------------
 
 
-def _require(principal: Principal, *roles: Role) -> None:
-    if principal.role not in {role.value for role in roles}:
-        allowed = ", ".join(role.value for role in roles)
-        raise Forbidden(f"role {principal.role!r} may not do this; it needs one of: {allowed}")
-
-
 def _scope(principal: Principal) -> int | None:
     """The organization whose reservations the caller may see; None: all of them."""
-    _require(principal, *READERS)
+    require_role(principal, *READERS)
     return principal.organization_id if principal.role == Role.BUYER.value else None
 
 
@@ -330,7 +291,7 @@ def create_reservation(
     new: NewReservation,
     now: datetime,
 ) -> ReservationView:
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     wallet = checksum_wallet(new.wallet)
     if not new.devices:
@@ -384,7 +345,9 @@ def _lock_open(
     current = lock_reservation(session=session, reservation_id=reservation_id)
     if current is None or current.organization_id != principal.organization_id:
         raise ReservationNotFound(reservation_id)
-    closed = closed_at(current, now)
+    closed = closed_at(
+        end=current.end, ended_at=current.ended_at, completed_at=current.completed_at, now=now
+    )
     if closed is not None:
         raise ReservationEnded(str(reservation_id), closed)
     return current
@@ -399,7 +362,7 @@ def change_reservation(
     now: datetime,
 ) -> ReservationView:
     """Add or remove devices, move `end`, change the target, while the rules allow it."""
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
         current = _lock_open(session, principal, reservation_id, now)
@@ -488,7 +451,7 @@ def end_live_reservation(
     now: datetime,
 ) -> ReservationView:
     """End a live reservation now: record `ended_at` and release its devices."""
-    _require(principal, Role.BUYER)
+    require_role(principal, Role.BUYER)
     now = to_utc(now, field="now")
     with sessions.begin() as session:
         _lock_open(session, principal, reservation_id, now)
@@ -572,7 +535,7 @@ def _view(session: Session, reservation: StoredReservation, now: datetime) -> Re
     by_until: dict[datetime, list[int]] = defaultdict(list)
     # requestedWh is production's: a consumption meter's energy is not issued against it.
     production = {s.device_id for s in reservation.stints if s.kind is DeviceKind.PRODUCTION}
-    for device_id, until in covered_until(reservation).items():
+    for device_id, until in covered_until_of(reservation).items():
         if until > reservation.start and device_id in production:
             by_until[until].append(device_id)
     requested_wh = sum(

@@ -29,11 +29,20 @@ class KeystoreError(GranularError):
 class DevelopmentKeyRefused(ConfigurationError):
     code = "development_key_refused"
 
-    def __init__(self, chain_id: int) -> None:
-        super().__init__(
-            f"chain id {chain_id}: the anvil development key is accepted only on chain id "
-            f"{ANVIL_CHAIN_ID}; give a keystore and a password file"
-        )
+    def __init__(self, chain_id: int, keystore: Path | None = None) -> None:
+        if keystore is None:  # nothing given: say what to give
+            message = (
+                f"chain id {chain_id}: no keystore given, and the anvil development key is "
+                f"accepted only on chain id {ANVIL_CHAIN_ID}; set the keystore and its "
+                "password file (GRANULAR_KEYSTORE / GRANULAR_PASSWORD_FILE, or "
+                "GRANULAR_DEPLOYER_KEYSTORE / GRANULAR_DEPLOYER_PASSWORD_FILE for deploy)"
+            )
+        else:
+            message = (
+                f"chain id {chain_id}: keystore {keystore} holds an anvil development "
+                f"account, accepted only on chain id {ANVIL_CHAIN_ID}; use a key of your own"
+            )
+        super().__init__(message, {"chainId": chain_id})
 
 
 def anvil_account(index: int = 0) -> LocalAccount:
@@ -84,7 +93,7 @@ def signing_account(
             raise ConfigurationError("a keystore needs its password file")
         account = load_keystore(keystore, password_file)
         if chain_id != ANVIL_CHAIN_ID and account.address in _development_addresses():
-            raise DevelopmentKeyRefused(chain_id)
+            raise DevelopmentKeyRefused(chain_id, keystore)
         return account
     if chain_id != ANVIL_CHAIN_ID:
         raise DevelopmentKeyRefused(chain_id)

@@ -323,7 +323,7 @@ def reservable_clause(*, reservable: bool, cutoff: datetime) -> ColumnElement[bo
 
     A stint blocks its device until 12 h after it ended, at the earliest of its release,
     its reservation's `ended_at`, `completed_at` and `end`
-    (`services.reservations.blocks_device`); so it still blocks at `now` while each of
+    (`domain.reservations.blocks_device`); so it still blocks at `now` while each of
     those that is set lies after `cutoff`. A correlated EXISTS (on the stints' index by
     device): the database finds the busy devices itself, however many there are, instead
     of receiving them as bound parameters."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from granular.api.deps import Caller
 from granular.api.exact_json import ExactJSONRoute
+from granular.api.schemas_fleet import CodesPublic
 from granular.domain.codes import (
     DEVICE_TYPE_CODES,
     DREC_DEVICE_TYPE_CODES,
@@ -19,7 +20,11 @@ from granular.domain.drec import SDG_BITS, SDG_NAMES
 router = APIRouter(prefix="/codes", tags=["codes"], route_class=ExactJSONRoute)
 
 
-@router.get("", summary="The fuel codes, device type codes and SDGs devices may name")
+@router.get(
+    "",
+    response_model=CodesPublic,
+    summary="The fuel codes, device type codes and SDGs devices may name",
+)
 def get_codes(caller: Caller) -> dict[str, Any]:
     """Every code `POST /devices` accepts, with its name; `drec` marks the D-REC
     programme's (solar) subset. `sdgs` lists the goals `SDGBenefits` may name and the bit

@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import WithJsonSchema
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
+from granular.api.schemas_fleet import (
+    DEVICE_GROUP_IN_SCHEMA,
+    DeviceGroupOne,
+    DeviceGroupsPublic,
+    DeviceGroupWritten,
+)
 from granular.services.accounts import Role
 from granular.services.device_groups import (
     device_group,
@@ -23,13 +30,19 @@ MAX_INT32 = 2**31 - 1  # device_groups.id is an INTEGER column
 MAX_INT64 = 2**63 - 1
 
 
-@router.post("", summary="Create or update a device group of the caller's organization")
+@router.post(
+    "",
+    response_model=DeviceGroupWritten,
+    response_model_exclude_unset=True,
+    responses={201: {"model": DeviceGroupWritten, "description": "created"}},
+    summary="Create or update a device group of the caller's organization",
+)
 def post_device_group(
     caller: Caller,
     sessions: Sessions,
     now: Now,
     response: Response,
-    payload: Annotated[dict[str, Any], Body()],
+    payload: Annotated[dict[str, Any], WithJsonSchema(DEVICE_GROUP_IN_SCHEMA), Body()],
 ) -> dict[str, Any]:
     """`deviceGrpId` and `name` required; `SDGBenefits` as goal numbers (7, "SDG7") or
     names, a list or one text; `impactStory`; `images` (a list, or one text separated by
@@ -42,7 +55,12 @@ def post_device_group(
     return {"status": status, "deviceGroup": group_json(view.group, view.device_ids)}
 
 
-@router.get("", summary="List device groups (a device owner sees its own)")
+@router.get(
+    "",
+    response_model=DeviceGroupsPublic,
+    response_model_exclude_unset=True,
+    summary="List device groups (a device owner sees its own)",
+)
 def get_device_groups(
     caller: Caller,
     sessions: Sessions,
@@ -53,7 +71,12 @@ def get_device_groups(
     return {"deviceGroups": [group_json(g) for g in groups], "limit": limit, "offset": offset}
 
 
-@router.get("/{deviceGroupId}", summary="One device group and the ids of its devices")
+@router.get(
+    "/{deviceGroupId}",
+    response_model=DeviceGroupOne,
+    response_model_exclude_unset=True,
+    summary="One device group and the ids of its devices",
+)
 def get_device_group(
     caller: Caller,
     sessions: Sessions,

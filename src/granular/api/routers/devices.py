@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Path, Query, Response, UploadFile
+from pydantic import WithJsonSchema
 
-from granular.adapters.db.devices import DeviceFilter
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.exact_json import ExactJSONRoute
+from granular.api.schemas_fleet import (
+    DEVICES_IN_SCHEMA,
+    DeviceRevisionsPublic,
+    DeviceRowsPublic,
+    DevicesPublic,
+    DeviceWritten,
+)
 from granular.domain.devices import CODE, COUNTRY_CODE, EXTERNAL_ID, OFF_TAKERS, DeviceKind
 from granular.errors import ValidationError
 from granular.services.accounts import Role
 from granular.services.devices import (
+    DeviceSearch,
     RowResult,
     device_json,
     device_revisions,
@@ -61,13 +69,24 @@ def _result_json(result: RowResult, line_key: str) -> dict[str, Any]:
     return body
 
 
-@router.post("", summary="Register or update one device, or a JSON list of devices")
+@router.post(
+    "",
+    response_model=DeviceWritten | DeviceRowsPublic,
+    response_model_exclude_unset=True,
+    responses={
+        200: {"description": "one device updated or unchanged, or a list's per-entry results"},
+        201: {"model": DeviceWritten, "description": "one device created"},
+    },
+    summary="Register or update one device, or a JSON list of devices",
+)
 def post_devices(
     caller: Caller,
     sessions: Sessions,
     now: Now,
     response: Response,
-    payload: Annotated[dict[str, Any] | list[dict[str, Any]], Body()],
+    payload: Annotated[
+        dict[str, Any] | list[dict[str, Any]], WithJsonSchema(DEVICES_IN_SCHEMA), Body()
+    ],
 ) -> dict[str, Any]:
     require_role(caller, *WRITERS)
     items = payload if isinstance(payload, list) else [payload]
@@ -87,7 +106,12 @@ def post_devices(
     return _summary(results, "index")
 
 
-@router.post("/bulk", summary="Register or update devices from a D-REC CSV file")
+@router.post(
+    "/bulk",
+    response_model=DeviceRowsPublic,
+    response_model_exclude_unset=True,
+    summary="Register or update devices from a D-REC CSV file",
+)
 def post_devices_csv(
     caller: Caller, sessions: Sessions, now: Now, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -109,7 +133,12 @@ def _summary(results: list[RowResult], line_key: str) -> dict[str, Any]:
     return {"summary": counts, "results": [_result_json(r, line_key) for r in results]}
 
 
-@router.get("", summary="Find devices by the filters buyers use")
+@router.get(
+    "",
+    response_model=DevicesPublic,
+    response_model_exclude_unset=True,
+    summary="Find devices by the filters buyers use",
+)
 def get_devices(
     caller: Caller,
     sessions: Sessions,
@@ -130,7 +159,7 @@ def get_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
-    where = DeviceFilter(
+    search = DeviceSearch(
         country_code=country_code,
         fuel_code=fuel_code,
         off_taker=off_taker,
@@ -143,7 +172,7 @@ def get_devices(
     devices = find_devices(
         sessions=sessions,
         caller=caller,
-        where=where,
+        search=search,
         reservable=reservable,
         now=now,
         limit=limit,
@@ -152,7 +181,12 @@ def get_devices(
     return {"devices": [device_json(d) for d in devices], "limit": limit, "offset": offset}
 
 
-@router.get("/{deviceId}/revisions", summary="Every revision of a device's parameters")
+@router.get(
+    "/{deviceId}/revisions",
+    response_model=DeviceRevisionsPublic,
+    response_model_exclude_unset=True,
+    summary="Every revision of a device's parameters",
+)
 def get_device_revisions(
     caller: Caller,
     sessions: Sessions,

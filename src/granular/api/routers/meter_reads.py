@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from granular.api.deps import Caller, Now, Sessions, require_role
-from granular.api.errors import describe
-from granular.api.exact_json import ExactJSONRoute
-from granular.domain.reads import ReadKind, ReadOutcome
+from granular.api.errors import camel, describe, error_body, jsonable
+from granular.api.exact_json import ExactJSONRoute, SafeJSONResponse
+from granular.api.schemas_fleet import IntervalsPublic, ReadsPublic
+from granular.domain.reads import ReadKind, ReadOutcome, ReadStatus
 from granular.domain.units import EnergyUnit
 from granular.services.accounts import Role
 from granular.services.meter_reads import (
@@ -52,7 +53,7 @@ def _interval_json(start: datetime, end: datetime, energy_wh: int) -> dict[str, 
 
 
 def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
-    body: dict[str, Any] = {"index": outcome.index, "status": outcome.status.value}
+    body: dict[str, Any] = {"index": outcome.index, "status": camel(outcome.status.value)}
     interval = outcome.interval
     body["interval"] = (
         None
@@ -63,7 +64,7 @@ def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
         body["baselineOnly"] = True
     if outcome.warnings:
         body["warnings"] = [
-            {"code": w.code, "message": w.message, "details": dict(w.details)}
+            {"code": w.code, "message": w.message, "details": jsonable(dict(w.details))}
             for w in outcome.warnings
         ]
     if outcome.error is not None:
@@ -71,7 +72,19 @@ def _outcome_json(outcome: ReadOutcome) -> dict[str, Any]:
     return body
 
 
-@router.post("/{external_id}", summary="Submit meter reads; each is accepted or rejected")
+@router.post(
+    "/{external_id}",
+    summary="Submit meter reads; each is accepted or rejected",
+    response_model=ReadsPublic,
+    response_model_exclude_unset=True,
+    responses={
+        422: {
+            "description": "every read was rejected: `error` (all_reads_rejected) beside "
+            "the same `externalId`, `submissionId`, `summary` and `reads`, or a body that "
+            "does not fit the schema (invalid_request)"
+        }
+    },
+)
 async def post_reads(
     external_id: ExternalId,
     body: ReadsIn,
@@ -79,7 +92,10 @@ async def post_reads(
     caller: Caller,
     sessions: Sessions,
     now: Now,
-) -> dict[str, Any]:
+) -> Any:
+    """Each read is accepted, accepted with a warning, a duplicate, or rejected. 200 when at
+    least one read was not rejected (check `summary.rejected`); 422 `all_reads_rejected`
+    when every read was rejected, with the same per-read results beside `error`."""
     require_role(caller, Role.DEVICE_OWNER, Role.ISSUER)
     payload = await request.json()  # kept as received, for audit (numbers as Decimal)
     result = await run_in_threadpool(
@@ -94,20 +110,34 @@ async def post_reads(
         policy=request.app.state.max_energy_policy,
         now=now,
     )
-    counts = {
-        status: 0 for status in ("accepted", "accepted_with_warning", "duplicate", "rejected")
-    }
+    counts = {camel(status.value): 0 for status in ReadStatus}
     for outcome in result.batch.outcomes:
-        counts[outcome.status.value] += 1
-    return {
+        counts[camel(outcome.status.value)] += 1
+    answer: dict[str, Any] = {
         "externalId": external_id,
         "submissionId": result.submission_id,
         "summary": counts,
         "reads": [_outcome_json(outcome) for outcome in result.batch.outcomes],
     }
+    if counts["rejected"] == len(result.batch.outcomes):
+        # Nothing was taken: a client that looks only at the status must not see success.
+        rejected = error_body(
+            "all_reads_rejected",
+            f"all {len(result.batch.outcomes)} reads were rejected; see reads[].error",
+            {"rejected": counts["rejected"]},
+        )
+        return SafeJSONResponse({**rejected, **answer}, status_code=422)
+    # Documented by ReadsPublic, returned as built: validating 10,000 results on every
+    # request cost a fifth of the ingestion rate; tests/api/test_meter_reads.py holds the
+    # answers to the model instead.
+    return SafeJSONResponse(answer)
 
 
-@router.get("/{external_id}", summary="Energy intervals of a device in a time range")
+@router.get(
+    "/{external_id}",
+    response_model=IntervalsPublic,
+    summary="Energy intervals of a device in a time range",
+)
 def get_reads(
     external_id: ExternalId,
     caller: Caller,

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from granular.api.deps import Caller, Now, Sessions
+from granular.api.schemas_fleet import ReservationPublic, ReservationsPublic
 from granular.domain.devices import DeviceKind
 from granular.domain.gas import Tier
 from granular.domain.units import MAX_WH
@@ -167,7 +168,12 @@ def reservation_json(view: ReservationView) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, summary="Reserve devices (buyers only)")
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReservationPublic,
+    summary="Reserve devices (buyers only)",
+)
 def post_reservation(
     caller: Caller, sessions: Sessions, now: Now, body: ReservationIn
 ) -> dict[str, Any]:
@@ -175,7 +181,11 @@ def post_reservation(
     return reservation_json(view)
 
 
-@router.patch("/{reservation_id}", summary="Add or remove devices, move the end, set the target")
+@router.patch(
+    "/{reservation_id}",
+    response_model=ReservationPublic,
+    summary="Add or remove devices, move the end, set the target",
+)
 def patch_reservation(
     caller: Caller,
     sessions: Sessions,
@@ -193,7 +203,11 @@ def patch_reservation(
     return reservation_json(view)
 
 
-@router.delete("/{reservation_id}", summary="End a reservation now and release its devices")
+@router.delete(
+    "/{reservation_id}",
+    response_model=ReservationPublic,
+    summary="End a reservation now and release its devices",
+)
 def delete_reservation(
     caller: Caller, sessions: Sessions, now: Now, reservation_id: ReservationId
 ) -> dict[str, Any]:
@@ -203,7 +217,11 @@ def delete_reservation(
     return reservation_json(view)
 
 
-@router.get("", summary="Reservations with their volumes (a buyer sees its own)")
+@router.get(
+    "",
+    response_model=ReservationsPublic,
+    summary="Reservations with their volumes (a buyer sees its own)",
+)
 def get_reservations(
     caller: Caller,
     sessions: Sessions,
@@ -217,7 +235,11 @@ def get_reservations(
     return {"reservations": [reservation_json(v) for v in views], "limit": limit, "offset": offset}
 
 
-@router.get("/{reservation_id}", summary="One reservation with its volumes")
+@router.get(
+    "/{reservation_id}",
+    response_model=ReservationPublic,
+    summary="One reservation with its volumes",
+)
 def get_reservation(
     caller: Caller, sessions: Sessions, now: Now, reservation_id: ReservationId
 ) -> dict[str, Any]:
