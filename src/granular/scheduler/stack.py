@@ -49,7 +49,7 @@ from granular.domain.windows import Frequency
 from granular.errors import ConfigurationError, GranularError
 from granular.paths import project_root
 from granular.scheduler.daemon import Daemon, Timing, Work
-from granular.services import issuance
+from granular.services import issuance, matching
 from granular.services.commands import RegistryCommands
 from granular.services.deployment import ChainTarget, ensure_deployment, open_chain
 from granular.services.examples import load_examples, loaded
@@ -275,6 +275,24 @@ def index_work(
     return index
 
 
+def match_work(
+    settings: Settings, sessions: sessionmaker[Session], target: ChainTarget
+) -> Callable[[datetime], matching.MatchReport]:
+    context = matching.MatchingContext(
+        chain_id=target.chain_id,
+        registry=target.registry,
+        issuer=target.issuer,
+        batch_size=settings.match_batch_size,
+    )
+    passing = threading.Lock()
+
+    def match(now: datetime) -> matching.MatchReport:
+        with passing:
+            return matching.claim(sessions=sessions, context=context, now=now)
+
+    return match
+
+
 def registry_commands(target: ChainTarget) -> RegistryCommands:
     """Signed commands relayed by the issuer key (the outbox signer of this deployment).
 
@@ -407,7 +425,11 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
         work = issuance_work(
             settings=settings, engine=engine, sessions=sessions, sender=sender, context=context
         )
-        work = replace(work, index=index_work(settings, sessions, target))
+        work = replace(
+            work,
+            index=index_work(settings, sessions, target),
+            match=match_work(settings, sessions, target),
+        )
         daemon = Daemon(work=work, timing=timing(settings), metrics=metrics)
         from granular.api.app import create_app
 
