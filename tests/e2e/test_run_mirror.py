@@ -1,6 +1,7 @@
 """`granular run` mirrors what it mints: its `indexer:index` job reads the registry's events,
-so the read API lists the example fleet's certificates with their headers; `granular index`
-and `granular reindex` work from another terminal."""
+so the read API lists the example fleet's certificates with their headers; the example buyer
+approved the issuer, so `matching:claim` claims each hour; `granular index` and
+`granular reindex` work from another terminal."""
 
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ def test_run_indexes_its_own_certificates_with_headers(tmp_path: Path) -> None:
         )
         assert status == 200, typed
         assert typed["typedData"]["message"]["from"].lower() == buyer
+        # The example buyer approved the issuer (anvil only): the daemon claims each hour.
+        assert daemon.events("example_operator")[0]["outcome"] == "approved"
+        examples = json.loads((tmp_path / "var" / "examples.json").read_text())
+        rid = examples["reservationId"]
+
+        def matched() -> Any:
+            status, body = get_json(f"{url}/reservations/{rid}", key)
+            found = body.get("matching") if status == 200 else None
+            return found if found and found["state"] == "up_to_date" else None
+
+        found = wait_for("the example's matching claims", matched, daemon)
+        assert found["claimedWh"] > 0 and found["consumedWh"] > 0
+        assert found["claimedWh"] + found["deficitWh"] == found["consumedWh"]
+        status, claims = get_json(f"{url}{V1}/claims?limit=500", key)
+        assert status == 200 and claims["claims"]
+        assert sum(c["quantityWh"] for c in claims["claims"]) == found["claimedWh"]
         assert daemon.stop(signal.SIGTERM) == 0
     finally:
         daemon.kill()

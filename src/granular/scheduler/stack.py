@@ -417,6 +417,7 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
             _check_not_behind(chain.anvil, sessions, target.chain_id)
         if chain.embedded and settings.examples:
             _load_examples(settings, sessions)
+            _approve_example_operator(target)
         context = issuance_context(settings, target)
         sender = make_sender(settings, engine, target)
         metrics = Metrics(
@@ -506,6 +507,19 @@ def _load_examples(settings: Settings, sessions: sessionmaker[Session]) -> None:
     )
     for role, key in done.keys.items():
         print(f"  {role}: {key}", flush=True)
+
+
+def _approve_example_operator(target: ChainTarget) -> None:
+    """The example buyer's wallet is anvil's development account 2: on the embedded anvil
+    only, it approves the issuer as its operator, so the daemon's matching claims run."""
+    from granular.adapters.chain.dev_operator import approve_operator_on_anvil
+
+    fleet = json.loads(fleet_path().read_text(encoding="utf-8"))
+    wallet = str(fleet["reservation"]["wallet"])
+    outcome = approve_operator_on_anvil(
+        rpc_url=target.rpc_url, registry=target.registry, wallet=wallet, operator=target.issuer
+    )
+    _event("example_operator", wallet=wallet, operator=target.issuer, outcome=outcome)
 
 
 def issue_once(
