@@ -20,6 +20,7 @@ from granular.api.routers import (
     meter_reads,
     registry,
     registry_commands,
+    reports,
     reservations,
 )
 from granular.domain.energy import MaxEnergyPolicy
@@ -53,5 +54,6 @@ def create_app(
     app.include_router(codes.router)
     app.include_router(registry.router)
     app.include_router(registry_commands.router)
+    app.include_router(reports.router)
     app.include_router(health.router)
     return app
