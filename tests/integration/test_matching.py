@@ -242,3 +242,30 @@ def test_a_slice_the_holder_moved_by_hand_is_skipped_never_reverted(
     assert (moved[0], moved[2], moved[3]) == (stranger, ACTIVE, 4_000)
     status = matching.status_of(sessions=sessions, reservation_id=fleet.reservation_id)
     assert status is not None and status["deficitWh"] == 3_000
+
+
+def test_whole_slice_claims_alone_are_mirrored_with_the_wallet_counters(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    deployment: dict[str, Any],
+    issuer_account: LocalAccount,
+    buyer: str,
+) -> None:
+    """Equal production and consumption: one whole claim (0 Wh), so the batch's events are
+    SliceClaimed only; the indexer loads their owners' counters (it inserted a second
+    wallet row before)."""
+    fixtures = _fixtures(engine, sessions, anvil, chain, deployment, issuer_account, buyer)
+    fleet = fleet_of(
+        fixtures, hours=2, solar=lambda i: 0, wind=lambda i: 5_000, site=lambda i: 5_000
+    )
+    approve(chain, buyer, issuer_account.address)
+    match_all(sessions, fleet, NOW)
+    assert sum(confirmed_by_window(sessions, fleet.reservation_id).values()) == 10_000
+    from granular.adapters.db.mirror import MirrorWalletRow
+
+    with sessions() as session:
+        wallet = session.get(MirrorWalletRow, buyer)
+    assert wallet is not None and wallet.active_slices == 0
+    assert wallet.active_slices == chain.registry.functions.walletOf(buyer).call()[1]
