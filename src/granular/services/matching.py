@@ -35,7 +35,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from sqlalchemy.orm import Session, sessionmaker
 
-from granular.adapters.chain import forwarder as fwd
+from granular.adapters.chain.registry import encode_claim_batch
 from granular.adapters.db import matching as db
 from granular.adapters.db import mirror as mirror_db
 from granular.adapters.db.issuance import ISSUED, PENDING
@@ -255,14 +255,14 @@ def _claim_reservation(
         for p in plans
     ]
     key = batch_key(context.chain_id, reservation_id, [(c.window_start, c.sequence) for c in new])
-    entries = [tuple(e) for c in new for e in c.entries]
+    entries = [(e[0], e[1], e[2]) for c in new for e in c.entries]
     outbox.submit(
         session=session,
         chain_id=context.chain_id,
         signer=context.issuer,
         idempotency_key=key,
         to=context.registry,
-        data=fwd.registry_calldata("claimBatch", entries),
+        data=encode_claim_batch(entries),
         tier=context.tier,
         items=len(entries),
         now=now,

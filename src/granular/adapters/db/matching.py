@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    insert,
     select,
     update,
 )
@@ -317,25 +318,29 @@ def add_claims(
     claims: Sequence[NewClaim],
     now: datetime,
 ) -> None:
-    session.add_all(
-        MatchingClaimRow(
-            chain_id=chain_id,
-            reservation_id=c.reservation_id,
-            window_start=c.window_start,
-            sequence=c.sequence,
-            idempotency_key=idempotency_key,
-            entries=c.entries,
-            claimed_wh=c.claimed_wh,
-            production_wh=c.production_wh,
-            consumption_wh=c.consumption_wh,
-            matched_wh=c.matched_wh,
-            state=SENT,
-            created_at=now,
-            updated_at=now,
-        )
-        for c in claims
+    if not claims:
+        return
+    session.execute(
+        insert(MatchingClaimRow),
+        [
+            {
+                "chain_id": chain_id,
+                "reservation_id": c.reservation_id,
+                "window_start": c.window_start,
+                "sequence": c.sequence,
+                "idempotency_key": idempotency_key,
+                "entries": c.entries,
+                "claimed_wh": c.claimed_wh,
+                "production_wh": c.production_wh,
+                "consumption_wh": c.consumption_wh,
+                "matched_wh": c.matched_wh,
+                "state": SENT,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for c in claims
+        ],
     )
-    session.flush()
 
 
 def settle_claims(
