@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from granular.domain.matching import (
@@ -84,6 +84,7 @@ def test_nothing_held_nothing_claimed_and_the_batch_cap_holds() -> None:
     assert [p.window_start for p in plans] == [W, W + timedelta(hours=1), W + timedelta(hours=2)]
 
 
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.integers(1, 10_000), max_size=6),
     st.lists(st.integers(1, 10_000), max_size=6),

@@ -112,8 +112,7 @@ def batch_key(chain_id: int, reservation_id: int, windows: Sequence[tuple[dateti
 
 def settle(*, session: Session, context: MatchingContext, now: datetime) -> None:
     """Sent batches whose outbox request is final become confirmed or failed."""
-    keys = {r.idempotency_key for r in db.sent_claims(session=session, chain_id=context.chain_id)}
-    for key in sorted(keys):
+    for key in sorted(db.sent_keys(session=session, chain_id=context.chain_id)):
         found = outbox.outcome(session=session, chain_id=context.chain_id, idempotency_key=key)
         if found is None or not found.final:
             continue

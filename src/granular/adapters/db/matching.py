@@ -133,22 +133,6 @@ class NewClaim:
     matched_wh: int
 
 
-def _record(row: MatchingClaimRow) -> ClaimRecord:
-    return ClaimRecord(
-        id=row.id,
-        reservation_id=row.reservation_id,
-        window_start=as_utc(row.window_start),
-        sequence=row.sequence,
-        idempotency_key=row.idempotency_key,
-        claimed_wh=row.claimed_wh,
-        production_wh=row.production_wh,
-        consumption_wh=row.consumption_wh,
-        matched_wh=row.matched_wh,
-        state=row.state,
-        block_number=row.block_number,
-    )
-
-
 # --- queries ------------------------------------------------------------------------------
 
 
@@ -237,21 +221,51 @@ def mirror_block(*, session: Session, chain_id: int) -> int | None:
 
 
 def claims_of(*, session: Session, reservation_id: int) -> list[ClaimRecord]:
-    rows = session.scalars(
-        select(MatchingClaimRow)
-        .where(MatchingClaimRow.reservation_id == reservation_id)
-        .order_by(MatchingClaimRow.window_start, MatchingClaimRow.sequence)
+    t = MatchingClaimRow
+    rows = session.execute(
+        select(
+            t.id,
+            t.reservation_id,
+            t.window_start,
+            t.sequence,
+            t.idempotency_key,
+            t.claimed_wh,
+            t.production_wh,
+            t.consumption_wh,
+            t.matched_wh,
+            t.state,
+            t.block_number,
+        )
+        .where(t.reservation_id == reservation_id)
+        .order_by(t.window_start, t.sequence)
     )
-    return [_record(row) for row in rows]
+    return [
+        ClaimRecord(
+            id=r[0],
+            reservation_id=r[1],
+            window_start=as_utc(r[2]),
+            sequence=r[3],
+            idempotency_key=r[4],
+            claimed_wh=r[5],
+            production_wh=r[6],
+            consumption_wh=r[7],
+            matched_wh=r[8],
+            state=r[9],
+            block_number=r[10],
+        )
+        for r in rows
+    ]
 
 
-def sent_claims(*, session: Session, chain_id: int) -> list[ClaimRecord]:
-    rows = session.scalars(
-        select(MatchingClaimRow).where(
-            MatchingClaimRow.chain_id == chain_id, MatchingClaimRow.state == SENT
+def sent_keys(*, session: Session, chain_id: int) -> list[str]:
+    """The outbox keys of claim batches sent and not yet settled."""
+    return list(
+        session.scalars(
+            select(MatchingClaimRow.idempotency_key)
+            .where(MatchingClaimRow.chain_id == chain_id, MatchingClaimRow.state == SENT)
+            .distinct()
         )
     )
-    return [_record(row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
