@@ -71,6 +71,8 @@ def test_reports_of_a_matched_wallet(
     assert body["wallets"] == [buyer]
     assert [s["claimedWh"] for s in body["series"]] == MATCHED
     assert body["claimedWh"] == sum(MATCHED)
+    assert body["consumedWh"] == sum(SITE)
+    assert body["score"] == "0.8000"  # 12,000 of 15,000 Wh
     assert body["byFuelCode"] == {"ES100": sum(MATCHED)}
     assert body["byCountry"] == {"KEN": sum(MATCHED)}
     assert sum(body["byDevice"].values()) == sum(MATCHED)

@@ -144,8 +144,15 @@ def claims_report(
     *, sessions: sessionmaker[Session], wallets: list[str] | None, period: Period
 ) -> dict[str, Any]:
     """Claimed energy over the period: totals by fuelCode, techCode, country and device,
-    and a time series at the period's resolution."""
+    the consumed energy and the matching score (claimed / consumed), and a time series at
+    the period's resolution."""
     claims = _claims(sessions, wallets, period)
+    with sessions() as session:
+        certified = db.certified_energy(
+            session=session, wallets=wallets, period_from=period.start, period_to=period.end
+        )
+    consumed = sum(wh for kind, _, wh in certified if kind == 1)
+    claimed = sum(c.quantity_wh for c in claims)
     series: dict[datetime, int] = dict.fromkeys(buckets(period), 0)
     for claim in claims:
         if claim.period_start is not None:
@@ -155,7 +162,9 @@ def claims_report(
         "from": period.start.isoformat(),
         "to": period.end.isoformat(),
         "resolution": period.resolution.value,
-        "claimedWh": sum(c.quantity_wh for c in claims),
+        "claimedWh": claimed,
+        "consumedWh": consumed,
+        "score": score_text(score(claimed, consumed)),  # the matching score of the period
         "claims": len(claims),
         "byFuelCode": _totals(claims, "fuel_code"),
         "byTechCode": _totals(claims, "tech_code"),
