@@ -119,6 +119,7 @@ def reserve(
     authority: bool = False,
     now: datetime,
     tier: Tier = Tier.FAST,
+    consumption: Sequence[int] = (),
 ) -> int:
     view = create_reservation(
         sessions=sessions,
@@ -132,6 +133,7 @@ def reserve(
             authority_to_exceed=authority,
             wallet=wallet,
             gas_tier=tier,
+            consumption_devices=frozenset(consumption),
         ),
         now=now,
     )

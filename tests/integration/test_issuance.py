@@ -91,12 +91,13 @@ def test_reads_of_every_kind_become_hourly_certificates(
     rid = reserve(
         sessions,
         buyer_org,
-        [history, delta, meter],
+        [history, delta],
         frequency=Frequency.HOURLY,
         start=h,
         end=utc(2026, 7, 1),
         wallet=buyer,
         now=NOW,
+        consumption=[meter],
     )
     ctx = context(anvil, deployment, issuer_account.address)
 
