@@ -269,3 +269,31 @@ def test_whole_slice_claims_alone_are_mirrored_with_the_wallet_counters(
         wallet = session.get(MirrorWalletRow, buyer)
     assert wallet is not None and wallet.active_slices == 0
     assert wallet.active_slices == chain.registry.functions.walletOf(buyer).call()[1]
+
+
+def test_only_the_holder_of_the_matching_lease_matches(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    anvil: Anvil,
+    chain: Chain,
+    deployment: dict[str, Any],
+    issuer_account: LocalAccount,
+    buyer: str,
+) -> None:
+    fixtures = _fixtures(engine, sessions, anvil, chain, deployment, issuer_account, buyer)
+    fleet = fleet_of(fixtures, hours=2)
+    approve(chain, buyer, issuer_account.address)
+    from tests.integration.matching_helpers import index
+
+    index(sessions, fleet, NOW)
+    holder = matching.matching_lease(engine, 31337)
+    other = matching.matching_lease(engine, 31337)
+    try:
+        assert holder.acquire()
+        idle = matching.claim(sessions=sessions, context=fleet.matching, now=NOW, lease=other)
+        assert idle.claims_submitted == 0 and idle.reservations == 0
+        busy = matching.claim(sessions=sessions, context=fleet.matching, now=NOW, lease=holder)
+        assert busy.claims_submitted > 0
+    finally:
+        holder.release()
+        other.release()

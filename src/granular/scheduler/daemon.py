@@ -197,6 +197,7 @@ class Daemon:
                     trigger=IntervalTrigger(seconds=t.match_interval_s, timezone=UTC),
                     call=self._match,
                     misfire_grace_time=_interval_misfire_s(t.match_interval_s),
+                    run_at_start=True,
                 )
             )
         return specs

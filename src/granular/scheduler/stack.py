@@ -275,22 +275,35 @@ def index_work(
     return index
 
 
-def match_work(
-    settings: Settings, sessions: sessionmaker[Session], target: ChainTarget
-) -> Callable[[datetime], matching.MatchReport]:
+def with_mirror_and_matching(
+    work: Work,
+    *,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    target: ChainTarget,
+) -> Work:
+    """The daemon's work plus `indexer:index` and `matching:claim` (under the lease
+    "matching:<chain id>", released at stop with the others)."""
     context = matching.MatchingContext(
         chain_id=target.chain_id,
         registry=target.registry,
         issuer=target.issuer,
         batch_size=settings.match_batch_size,
     )
-    passing = threading.Lock()
+    lease = matching.matching_lease(engine, target.chain_id, ttl_s=settings.outbox_lease_ttl_s)
+    passing = threading.Lock()  # the lease object is not thread-safe
 
     def match(now: datetime) -> matching.MatchReport:
         with passing:
-            return matching.claim(sessions=sessions, context=context, now=now)
+            return matching.claim(sessions=sessions, context=context, now=now, lease=lease)
 
-    return match
+    def close() -> None:
+        work.close()
+        with passing, contextlib.suppress(DBAPIError):
+            lease.release()
+
+    return replace(work, index=index_work(settings, sessions, target), match=match, close=close)
 
 
 def registry_commands(target: ChainTarget) -> RegistryCommands:
@@ -426,10 +439,8 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
         work = issuance_work(
             settings=settings, engine=engine, sessions=sessions, sender=sender, context=context
         )
-        work = replace(
-            work,
-            index=index_work(settings, sessions, target),
-            match=match_work(settings, sessions, target),
+        work = with_mirror_and_matching(
+            work, settings=settings, engine=engine, sessions=sessions, target=target
         )
         daemon = Daemon(work=work, timing=timing(settings), metrics=metrics)
         from granular.api.app import create_app

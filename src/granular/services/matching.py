@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,12 +34,14 @@ from fractions import Fraction
 from typing import Any
 
 from eth_utils.address import to_checksum_address
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.registry import encode_claim_batch
 from granular.adapters.db import matching as db
 from granular.adapters.db import mirror as mirror_db
 from granular.adapters.db.issuance import ISSUED, PENDING
+from granular.adapters.db.lease import Lease, make_lease
 from granular.domain import matching as rules
 from granular.domain.gas import Tier
 from granular.domain.outbox import RequestState
@@ -133,10 +136,23 @@ def settle(*, session: Session, context: MatchingContext, now: datetime) -> None
             )
 
 
+def matching_lease(engine: Engine, chain_id: int, *, ttl_s: float = 60.0) -> Lease:
+    """The lease only whose holder matches ("matching:<chain id>"): replicas on one
+    PostgreSQL take turns instead of colliding on the (reservation, window, sequence) key."""
+    return make_lease(engine, f"matching:{chain_id}", ttl_s=ttl_s, clock=time.time)
+
+
 def claim(
-    *, sessions: sessionmaker[Session], context: MatchingContext, now: datetime
+    *,
+    sessions: sessionmaker[Session],
+    context: MatchingContext,
+    now: datetime,
+    lease: Lease | None = None,
 ) -> MatchReport:
-    """One matching pass over every reservation with consumption certificates."""
+    """One matching pass over every reservation with consumption certificates; with
+    `lease`, nothing unless this process holds it."""
+    if lease is not None and not lease.acquire():
+        return MatchReport()
     with sessions.begin() as session:
         settle(session=session, context=context, now=now)
         reservations = db.reservations_with_consumption(session=session)
