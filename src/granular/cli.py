@@ -71,7 +71,19 @@ EPILOGS = {
         f"Prints the header, provenance and transaction of a certificate as JSON. Settings: "
         f"{_DATABASE}; GRANULAR_NETWORK, GRANULAR_DEPLOYMENTS_DIR (the record's chain id)."
     ),
-    "serve": f"Settings: {_DATABASE}; GRANULAR_MAX_ENERGY_RULE and its parameters.",
+    "serve": (
+        f"Settings: {_DATABASE}; GRANULAR_MAX_ENERGY_RULE and its parameters; {_CHAIN} "
+        "(the signed registry commands, relayed by the record's issuer; off when no chain "
+        "answers)."
+    ),
+    "index": (
+        f"One pass of the registry mirror up to head - confirmations. Settings: {_DATABASE}; "
+        f"{_CHAIN}; GRANULAR_CONFIRMATIONS[_BY_CHAIN] (1). No key needed."
+    ),
+    "reindex": (
+        f"Empties the registry mirror (wallet names kept) and indexes it again from the "
+        f"deployment block. Settings: {_DATABASE}; {_CHAIN}; GRANULAR_CONFIRMATIONS (1)."
+    ),
     "migrate": f"Settings: {_DATABASE}.",
     "api-key": f"Settings: {_DATABASE}.",
 }
@@ -84,9 +96,12 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
     engine = make_engine(settings.database_url)
     upgrade(engine)
+    from granular.scheduler.stack import serve_commands
+
     app = create_app(
         sessions=session_factory(engine), max_energy_policy=settings.max_energy_policy()
     )
+    app.state.registry_commands = serve_commands(settings)
     uvicorn.run(app, host=host, port=port)
     return 0
 
@@ -193,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("certificate_id", type=int, metavar="CERTIFICATE_ID")
     sho = command("show", "a certificate's header, provenance and transaction")
     sho.add_argument("certificate_id", type=int, metavar="CERTIFICATE_ID")
+    command("index", "one pass of the registry mirror (indexer), then exit")
+    command("reindex", "rebuild the registry mirror from the deployment block")
     command("migrate", "bring the database schema up to date")
     serve_parser = command("serve", "serve the REST API only (no daemon)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -231,6 +248,9 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if verification.get("ok") else 1
     if args.command == "show":
         print(json.dumps(stack.show(settings, args.certificate_id), indent=2, default=str))
+        return 0
+    if args.command in ("index", "reindex"):
+        print(json.dumps(stack.index(settings, from_scratch=args.command == "reindex")))
         return 0
     if args.command == "migrate":
         upgrade(make_engine(settings.database_url))

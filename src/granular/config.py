@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     catch_up_interval_s: float = Field(default=60.0, gt=0, description="late reads, every ...")
     settle_interval_s: float = Field(default=2.0, gt=0, description="confirmed batches, every")
     lifecycle_interval_s: float = Field(default=60.0, gt=0, description="reservations, every")
+    index_interval_s: float = Field(default=2.0, gt=0, description="registry mirror, every")
+    match_interval_s: float = Field(default=10.0, gt=0, description="matching claims, every")
+    match_batch_size: int = Field(default=200, ge=1, description="claims per claimBatch tx")
     examples: bool = Field(default=True, description="embedded run: load examples/ once")
     # The transaction outbox: services.outbox.config_from_settings(settings, chain_id=...).
     # Per-chain maps and tier deadlines are written "key=value,..." (README).

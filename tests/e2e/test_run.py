@@ -188,7 +188,7 @@ def test_make_run_issues_the_examples_then_resumes_without_minting_twice(tmp_pat
 
         with sqlite3.connect(db) as connection:
             held = {name for (name,) in connection.execute("SELECT name FROM tx_lease")}
-        assert held == {"issuance:31337", f"outbox:31337:{ISSUER}"}
+        assert held == {"issuance:31337", "matching:31337", f"outbox:31337:{ISSUER}"}
         assert first.stop(signal.SIGTERM) == 0
         assert first.events("daemon_stopped")
         assert not (var_dir / "anvil.json").exists()

@@ -126,7 +126,6 @@ def reserve(
         principal=buyer,
         new=NewReservation(
             devices=frozenset(devices),
-            consumption_devices=frozenset(consumption),
             frequency=frequency,
             start=start,
             end=end,
@@ -134,6 +133,7 @@ def reserve(
             authority_to_exceed=authority,
             wallet=wallet,
             gas_tier=tier,
+            consumption_devices=frozenset(consumption),
         ),
         now=now,
     )

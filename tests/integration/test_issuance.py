@@ -92,12 +92,12 @@ def test_reads_of_every_kind_become_hourly_certificates(
         sessions,
         buyer_org,
         [history, delta],
-        consumption=[meter],
         frequency=Frequency.HOURLY,
         start=h,
         end=utc(2026, 7, 1),
         wallet=buyer,
         now=NOW,
+        consumption=[meter],
     )
     ctx = context(anvil, deployment, issuer_account.address)
 

@@ -29,3 +29,14 @@ def test_the_direct_encoder_equals_the_generic_one(batch: bytes, items: list[Iss
 def test_a_quantity_beyond_uint64_is_refused() -> None:
     with pytest.raises(ValueError):
         encode_issue_batch(bytes(32), [IssuanceCall("0x" + "11" * 20, 0, 2**64, bytes(32))])
+
+
+def test_claim_batch_calldata_equals_the_generic_encoder() -> None:
+    from granular.adapters.chain.forwarder import registry_calldata
+    from granular.adapters.chain.registry import encode_claim_batch
+
+    entries = [(1, 2, 0), (2**40 + 3, 7, 2**64 - 1), (5, 2**255, 1)]
+    assert encode_claim_batch(entries) == registry_calldata("claimBatch", entries)
+    assert encode_claim_batch([]) == registry_calldata("claimBatch", [])
+    with pytest.raises(ValueError):
+        encode_claim_batch([(1, 2, 2**64)])

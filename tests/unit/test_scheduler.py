@@ -300,3 +300,36 @@ def test_plans_of_one_process_never_overlap(monkeypatch: pytest.MonkeyPatch) -> 
     for thread in threads:
         thread.join()
     assert overlaps == []
+
+
+def test_the_indexer_and_matching_jobs_are_one_call_each_and_a_deep_reorg_says_reindex(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dataclasses import replace
+
+    from granular.services.indexer import ReorgTooDeep
+
+    calls: list[str] = []
+
+    def index() -> object:
+        calls.append("index")
+        raise ReorgTooDeep(120, 64)
+
+    def match(now: datetime) -> object:
+        calls.append("match")
+        return None
+
+    work = replace(FakeWork().work(), index=index, match=match)
+    daemon = Daemon(work=work, timing=Timing(index_interval_s=3, match_interval_s=7))
+    specs = {spec.id: spec for spec in daemon.specs()}
+    assert specs["indexer:index"].run_at_start and specs["indexer:index"].misfire_grace_time == 15
+    with caplog.at_level(logging.INFO, logger="granular.daemon"):
+        daemon.guarded(specs["indexer:index"])()
+        daemon.guarded(specs["matching:claim"])()
+    assert calls == ["index", "match"]
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records]
+    assert line["event"] == "reorg_too_deep" and "granular reindex" in line["advice"]
+    # Without them (a Work built before the mirror existed) there is no such job.
+    assert not {"indexer:index", "matching:claim"} & {
+        s.id for s in Daemon(work=FakeWork().work(), timing=Timing()).specs()
+    }

@@ -20,6 +20,7 @@ from granular.api.routers import (
     meter_reads,
     registry,
     registry_commands,
+    reports,
     reservations,
 )
 from granular.api.schemas_fleet import ERROR_RESPONSES
@@ -61,5 +62,6 @@ def create_app(
     app.include_router(codes.router, responses=ERROR_RESPONSES)
     app.include_router(registry.router, responses=ERROR_RESPONSES)
     app.include_router(registry_commands.router, responses=ERROR_RESPONSES)
+    app.include_router(reports.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     return app

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from granular.domain.windows import Frequency, window_containing
 from granular.errors import GranularError
+from granular.services.indexer import ReorgTooDeep
 from granular.services.metrics import Metrics, PassReportLike
 
 LOGGER_NAME = "granular.daemon"
@@ -83,6 +84,9 @@ class Work:
     advance: Callable[[datetime], int]
     send: Callable[[], bool]
     close: Callable[[], None]
+    # indexer.index_once on the registry (None: no mirror job); match(now): matching.claim.
+    index: Callable[[], object] | None = None
+    match: Callable[[datetime], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,8 @@ class Timing:
     settle_interval_s: float = 2.0
     catch_up_interval_s: float = 60.0
     lifecycle_interval_s: float = 60.0
+    index_interval_s: float = 2.0
+    match_interval_s: float = 10.0
     frequencies: tuple[Frequency, ...] = tuple(Frequency)
 
 
@@ -174,7 +180,45 @@ class Daemon:
                 run_at_start=True,
             ),
         ]
+        if self.work.index is not None:
+            specs.append(
+                JobSpec(
+                    id="indexer:index",
+                    trigger=IntervalTrigger(seconds=t.index_interval_s, timezone=UTC),
+                    call=self._index,
+                    misfire_grace_time=_interval_misfire_s(t.index_interval_s),
+                    run_at_start=True,
+                )
+            )
+        if self.work.match is not None:
+            specs.append(
+                JobSpec(
+                    id="matching:claim",
+                    trigger=IntervalTrigger(seconds=t.match_interval_s, timezone=UTC),
+                    call=self._match,
+                    misfire_grace_time=_interval_misfire_s(t.match_interval_s),
+                    run_at_start=True,
+                )
+            )
         return specs
+
+    def _index(self) -> object:
+        assert self.work.index is not None
+        try:
+            return self.work.index()
+        except ReorgTooDeep as error:  # nothing the next run can repair: say what to do
+            self._event(
+                logging.ERROR,
+                "reorg_too_deep",
+                job="indexer:index",
+                message=str(error),
+                advice="stop the daemon and run `granular reindex`",
+            )
+            return None
+
+    def _match(self) -> object:
+        assert self.work.match is not None
+        return self.work.match(self.clock())
 
     def _plan_for(self, frequency: Frequency) -> Callable[[], object]:
         def plan() -> object:
@@ -275,6 +319,9 @@ def _report_fields(result: object) -> dict[str, Any]:
         "batches_submitted",
         "certificates_issued",
         "items_failed",
+        "events",
+        "claims_submitted",
+        "matched_wh",
     )
     fields = {name: getattr(result, name) for name in names if getattr(result, name, 0)}
     warnings = getattr(result, "warnings", ())

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -50,9 +50,17 @@ from granular.domain.windows import Frequency
 from granular.errors import ConfigurationError, GranularError
 from granular.paths import project_root
 from granular.scheduler.daemon import Daemon, Timing, Work
-from granular.services import issuance, outbox
+from granular.services import issuance, matching, outbox
+from granular.services.commands import RegistryCommands
 from granular.services.deployment import ChainTarget, ensure_deployment, open_chain
 from granular.services.examples import load_examples, loaded
+from granular.services.indexer import (
+    IndexerConfig,
+    IndexReport,
+    index_once,
+    open_source,
+    reindex,
+)
 from granular.services.metrics import Metrics, PassReportLike, last_confirmed_block
 from granular.services.outbox import OutboxSender, config_from_settings, send_once
 
@@ -231,6 +239,100 @@ def timing(settings: Settings) -> Timing:
         settle_interval_s=settings.settle_interval_s,
         catch_up_interval_s=settings.catch_up_interval_s,
         lifecycle_interval_s=settings.lifecycle_interval_s,
+        index_interval_s=settings.index_interval_s,
+        match_interval_s=settings.match_interval_s,
+    )
+
+
+# --- the mirror and the signed commands ----------------------------------------------------
+
+
+def indexer_config(settings: Settings, target: ChainTarget) -> IndexerConfig:
+    """From the deployment record (its block) and GRANULAR_CONFIRMATIONS[_BY_CHAIN], the
+    depth the outbox confirms at, so the mirror holds exactly what the outbox calls
+    confirmed: the outbox counts the including block as confirmation 1, the indexer reads
+    up to head - confirmations, hence K - 1."""
+    depth = settings.confirmations_by_chain.get(target.chain_id, settings.confirmations)
+    return IndexerConfig(
+        chain_id=target.chain_id,
+        deployment_block=int(target.record.get("blockNumber", 0)),
+        confirmations=max(0, depth - 1),
+    )
+
+
+def index_work(
+    settings: Settings, sessions: sessionmaker[Session], target: ChainTarget
+) -> Callable[[], IndexReport]:
+    source, _ = open_source(rpc_url=target.rpc_url, registry=target.registry)
+    config = indexer_config(settings, target)
+    indexing = threading.Lock()
+
+    def index() -> IndexReport:
+        with indexing:
+            return index_once(
+                sessions=sessions, source=source, config=config, now=lambda: datetime.now(UTC)
+            )
+
+    return index
+
+
+def with_mirror_and_matching(
+    work: Work,
+    *,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    target: ChainTarget,
+) -> Work:
+    """The daemon's work plus `indexer:index` and `matching:claim` (under the lease
+    "matching:<chain id>", released at stop with the others)."""
+    context = matching.MatchingContext(
+        chain_id=target.chain_id,
+        registry=target.registry,
+        issuer=target.issuer,
+        batch_size=settings.match_batch_size,
+    )
+    lease = matching.matching_lease(engine, target.chain_id, ttl_s=settings.outbox_lease_ttl_s)
+    passing = threading.Lock()  # the lease object is not thread-safe
+
+    def match(now: datetime) -> matching.MatchReport:
+        with passing:
+            return matching.claim(sessions=sessions, context=context, now=now, lease=lease)
+
+    def close() -> None:
+        work.close()
+        with passing, contextlib.suppress(DBAPIError):
+            lease.release()
+
+    return replace(work, index=index_work(settings, sessions, target), match=match, close=close)
+
+
+def registry_commands(target: ChainTarget) -> RegistryCommands:
+    """Signed commands relayed by the issuer key (the outbox signer of this deployment).
+
+    The checks read the chain's views, not the mirror: the mirror trails the head by
+    GRANULAR_CONFIRMATIONS blocks plus an indexer period, and a check against a slice
+    that was moved or claimed a block ago would accept a command that then reverts on
+    chain, which is what the checks exist to prevent. A view is one eth_call per slice or
+    wallet a command names; the mirror serves the read API and the matching job."""
+    from granular.adapters.chain.client import connect
+    from granular.adapters.chain.forwarder import ChainRegistryView
+
+    w3, _ = connect(target.rpc_url)
+    view = ChainRegistryView(
+        w3,
+        target.registry,
+        str(target.record["forwarder"]),
+        deployment_block=int(target.record.get("blockNumber", 0)),
+    )
+    return RegistryCommands(
+        chain_id=target.chain_id,
+        registry=target.registry,
+        forwarder=str(target.record["forwarder"]),
+        relayer=target.issuer,
+        view=view,
+        relay_view=view,
+        certificates=view,
     )
 
 
@@ -329,6 +431,7 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
             _check_not_behind(chain.anvil, sessions, target.chain_id)
         if chain.embedded and settings.examples:
             _load_examples(settings, sessions)
+            _approve_example_operator(target)
         context = issuance_context(settings, target)
         sender = make_sender(settings, engine, target)
         metrics = Metrics(
@@ -337,12 +440,16 @@ def run(settings: Settings, *, ready: Callable[[str], None] | None = None) -> in
         work = issuance_work(
             settings=settings, engine=engine, sessions=sessions, sender=sender, context=context
         )
+        work = with_mirror_and_matching(
+            work, settings=settings, engine=engine, sessions=sessions, target=target
+        )
         daemon = Daemon(work=work, timing=timing(settings), metrics=metrics)
         from granular.api.app import create_app
 
         app = create_app(
             sessions=sessions, max_energy_policy=settings.max_energy_policy(), metrics=metrics
         )
+        app.state.registry_commands = registry_commands(target)
         api = ApiServer(app, settings.api_host, settings.api_port)
 
         def force() -> None:
@@ -437,6 +544,19 @@ def _load_examples(settings: Settings, sessions: sessionmaker[Session]) -> None:
         print(f"  {role}: {key}", flush=True)
 
 
+def _approve_example_operator(target: ChainTarget) -> None:
+    """The example buyer's wallet is anvil's development account 2: on the embedded anvil
+    only, it approves the issuer as its operator, so the daemon's matching claims run."""
+    from granular.adapters.chain.dev_operator import approve_operator_on_anvil
+
+    fleet = json.loads(fleet_path().read_text(encoding="utf-8"))
+    wallet = str(fleet["reservation"]["wallet"])
+    outcome = approve_operator_on_anvil(
+        rpc_url=target.rpc_url, registry=target.registry, wallet=wallet, operator=target.issuer
+    )
+    _event("example_operator", wallet=wallet, operator=target.issuer, outcome=outcome)
+
+
 def issue_once(
     settings: Settings,
     *,
@@ -505,3 +625,40 @@ def show(settings: Settings, certificate_id: int) -> dict[str, Any]:
     return issuance.show_certificate(
         sessions=sessions, chain_id=chain_id, certificate_id=certificate_id
     )
+
+
+def index(settings: Settings, *, from_scratch: bool = False) -> dict[str, Any]:
+    """`granular index` (one pass) and `granular reindex` (empty the mirror, index again
+    from the deployment block). Reads the chain only: no key needed."""
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with chain_for(settings, Purpose.READ) as chain:
+        target = chain.target
+        source, _ = open_source(rpc_url=target.rpc_url, registry=target.registry)
+        config = indexer_config(settings, target)
+        now = lambda: datetime.now(UTC)  # noqa: E731
+        if from_scratch:
+            report = reindex(sessions=sessions, source=source, config=config, now=now)
+        else:
+            report = index_once(sessions=sessions, source=source, config=config, now=now)
+    return {
+        "fromBlock": report.from_block,
+        "toBlock": report.to_block,
+        "events": report.events,
+        "reorgAncestor": report.reorg_ancestor,
+        "stoppedOnFork": report.stopped_on_fork,
+    }
+
+
+def serve_commands(settings: Settings) -> RegistryCommands | None:
+    """`granular serve`: the signed commands when a deployment record and its chain answer
+    (relayed by the record's issuer, whose daemon sends them); None otherwise (logged)."""
+    try:
+        with chain_for(settings, Purpose.READ) as chain:
+            if chain.anvil is not None:  # a saved embedded chain, not a live one
+                raise NoEmbeddedChain("no running chain to check commands against")
+            return registry_commands(chain.target)
+    except GranularError as error:
+        _event("registry_commands_off", reason=str(error))
+        return None

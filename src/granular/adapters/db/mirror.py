@@ -397,6 +397,10 @@ def load_state(
                 block_number=c.block_number,
                 batch_id=c.batch_id,
             )
+    # The owners of the loaded slices too: a claim or split event names slices, not
+    # wallets, yet changes their owners' counters (a chunk of whole-slice claims alone
+    # would otherwise count from 0 and insert a wallet row that exists).
+    wallets = set(wallets) | {s.owner for s in state.slices.values()}
     for chunk in _chunks(wallets):
         for w in session.scalars(select(MirrorWalletRow).where(MirrorWalletRow.address.in_(chunk))):
             state.wallets[w.address] = WalletRecord(w.address, w.closed, w.active_slices)

@@ -9,6 +9,7 @@ from granular.adapters.db import (  # noqa: F401
     devices,
     headers,
     issuance,
+    matching,
     mirror,
     outbox,
     readings,

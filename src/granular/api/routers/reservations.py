@@ -31,6 +31,7 @@ from granular.domain.devices import DeviceKind
 from granular.domain.gas import Tier
 from granular.domain.units import MAX_WH
 from granular.domain.windows import Frequency
+from granular.services import matching
 from granular.services.reservations import (
     NewReservation,
     ReservationChange,
@@ -246,4 +247,7 @@ def get_reservation(
     view = show_reservation(
         sessions=sessions, principal=caller, reservation_id=reservation_id, now=now
     )
-    return reservation_json(view)
+    # Matching claims of a reservation with consumption devices (services.matching): shown
+    # once the matching job has looked at it (e.g. waiting for the operator approval).
+    status = matching.status_of(sessions=sessions, reservation_id=reservation_id)
+    return reservation_json(view) | ({"matching": status} if status is not None else {})
