@@ -25,6 +25,7 @@ from granular.adapters.db import matching as db
 from granular.adapters.db.accounts import Principal
 from granular.domain.matching import score
 from granular.errors import Forbidden, ValidationError
+from granular.services.accounts import Role, require_role
 from granular.services.matching import score_text
 from granular.services.mirror import checksum_public_key
 
@@ -100,16 +101,20 @@ def visible_wallets(
 ) -> list[str] | None:
     """The wallets a report covers (None: every wallet)."""
     wanted = checksum_public_key(wallet, "wallet") if wallet is not None else None
-    if caller.role in ("issuer", "viewer"):
+    require_role(caller, Role.BUYER, Role.ISSUER, Role.VIEWER)
+    if caller.role != Role.BUYER.value:  # the issuer and viewers read every wallet
         return None if wanted is None else [wanted]
-    if caller.role != "buyer":
-        raise Forbidden(f"role {caller.role!r} may not read reports; buyer, issuer or viewer")
+    return _own_wallets(sessions=sessions, organization_id=caller.organization_id, wanted=wanted)
+
+
+def _own_wallets(
+    *, sessions: sessionmaker[Session], organization_id: int, wanted: str | None
+) -> list[str]:
+    """A buyer's wallets (those of its reservations), or `wanted` if it is one of them."""
     with sessions() as session:
         own = {
             checksum_public_key(w)
-            for w in db.wallets_of_organization(
-                session=session, organization_id=caller.organization_id
-            )
+            for w in db.wallets_of_organization(session=session, organization_id=organization_id)
         }
     if wanted is None:
         return sorted(own)
