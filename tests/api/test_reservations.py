@@ -1021,3 +1021,34 @@ def test_requested_volume_counts_production_only(
     assert consumed.json()["summary"]["accepted"] == 1
     got = client.get(f"/reservations/{created['id']}", headers=keys.buyer).json()
     assert got["volumes"]["requestedWh"] == 700
+
+
+def test_a_reservation_the_matching_job_has_seen_shows_its_matching_state(
+    client: TestClient, keys: Keys, ids: dict[str, int], sessions: sessionmaker[Session]
+) -> None:
+    """The `matching` field is part of the typed answer: it once made GET a 500."""
+    from granular.adapters.db import matching as matching_store
+
+    created = reserve(client, keys.buyer, [ids["site-1"]])
+    assert "matching" not in client.get(f"/reservations/{created['id']}", headers=keys.buyer).json()
+    with sessions.begin() as session:
+        matching_store.set_status(
+            session=session,
+            reservation_id=created["id"],
+            state="waiting_for_operator",
+            detail="the buyer's wallet has not approved the issuer as operator",
+            now=NOW,
+        )
+    fetched = client.get(f"/reservations/{created['id']}", headers=keys.buyer)
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["matching"] == {
+        "state": "waiting_for_operator",
+        "detail": "the buyer's wallet has not approved the issuer as operator",
+        "updatedAt": NOW.isoformat(),
+        "claimedWh": 0,
+        "consumedWh": 0,
+        "producedWh": 0,
+        "deficitWh": 0,
+        "surplusWh": 0,
+        "score": None,
+    }

@@ -265,6 +265,21 @@ class VolumesPublic(_Public):
     leftover_wh: int = Field(alias="leftoverWh")
 
 
+class MatchingPublic(_Public):
+    """Matching claims of a reservation with consumption devices (DESIGN §4): the last
+    pass's state (e.g. `waiting_for_operator`, `up_to_date`) and the Wh over its windows."""
+
+    state: str
+    detail: str | None
+    updated_at: str = Field(alias="updatedAt")
+    claimed_wh: int = Field(alias="claimedWh")
+    consumed_wh: int = Field(alias="consumedWh")
+    produced_wh: int = Field(alias="producedWh")
+    deficit_wh: int = Field(alias="deficitWh")
+    surplus_wh: int = Field(alias="surplusWh")
+    score: str | None = Field(description="claimed Wh / consumed Wh, a decimal text")
+
+
 class ReservationPublic(_Public):
     id: int
     organization_id: int = Field(alias="organizationId")
@@ -284,6 +299,9 @@ class ReservationPublic(_Public):
     ended_at: str | None = Field(alias="endedAt")
     completed_at: str | None = Field(alias="completedAt")
     volumes: VolumesPublic
+    matching: MatchingPublic | None = Field(
+        default=None, description="present once the matching job has seen the reservation"
+    )
 
 
 class ReservationsPublic(_Public):

@@ -173,6 +173,7 @@ def reservation_json(view: ReservationView) -> dict[str, Any]:
     "",
     status_code=201,
     response_model=ReservationPublic,
+    response_model_exclude_unset=True,  # `matching` only once the job has seen it
     summary="Reserve devices (buyers only)",
 )
 def post_reservation(
@@ -185,6 +186,7 @@ def post_reservation(
 @router.patch(
     "/{reservation_id}",
     response_model=ReservationPublic,
+    response_model_exclude_unset=True,  # `matching` only once the job has seen it
     summary="Add or remove devices, move the end, set the target",
 )
 def patch_reservation(
@@ -207,6 +209,7 @@ def patch_reservation(
 @router.delete(
     "/{reservation_id}",
     response_model=ReservationPublic,
+    response_model_exclude_unset=True,  # `matching` only once the job has seen it
     summary="End a reservation now and release its devices",
 )
 def delete_reservation(
@@ -221,6 +224,7 @@ def delete_reservation(
 @router.get(
     "",
     response_model=ReservationsPublic,
+    response_model_exclude_unset=True,
     summary="Reservations with their volumes (a buyer sees its own)",
 )
 def get_reservations(
@@ -239,6 +243,7 @@ def get_reservations(
 @router.get(
     "/{reservation_id}",
     response_model=ReservationPublic,
+    response_model_exclude_unset=True,  # `matching` only once the job has seen it
     summary="One reservation with its volumes",
 )
 def get_reservation(
