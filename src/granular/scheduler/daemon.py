@@ -115,6 +115,19 @@ def _interval_misfire_s(interval_s: float) -> int:
     return max(5, int(interval_s * 5))
 
 
+def _every(
+    job_id: str, interval_s: float, call: Callable[[], object], *, run_at_start: bool = False
+) -> JobSpec:
+    """A job every `interval_s` seconds, with the misfire grace that interval gets."""
+    return JobSpec(
+        id=job_id,
+        trigger=IntervalTrigger(seconds=interval_s, timezone=UTC),
+        call=call,
+        misfire_grace_time=_interval_misfire_s(interval_s),
+        run_at_start=run_at_start,
+    )
+
+
 class Daemon:
     """The scheduler and its jobs. `start()` returns at once; `stop()` waits for the job in
     hand. Time comes from `clock` so tests drive what each job is called with."""
@@ -152,53 +165,20 @@ class Daemon:
             for frequency in t.frequencies
         ]
         specs += [
-            JobSpec(
-                id="issuance:catch-up",
-                trigger=IntervalTrigger(seconds=t.catch_up_interval_s, timezone=UTC),
-                call=self._catch_up,
-                misfire_grace_time=_interval_misfire_s(t.catch_up_interval_s),
-                run_at_start=True,
-            ),
-            JobSpec(
-                id="outbox:send",
-                trigger=IntervalTrigger(seconds=t.send_interval_s, timezone=UTC),
-                call=self._send,
-                misfire_grace_time=_interval_misfire_s(t.send_interval_s),
-                run_at_start=True,
-            ),
-            JobSpec(
-                id="issuance:settle",
-                trigger=IntervalTrigger(seconds=t.settle_interval_s, timezone=UTC),
-                call=self._settle,
-                misfire_grace_time=_interval_misfire_s(t.settle_interval_s),
-            ),
-            JobSpec(
-                id="reservations:lifecycle",
-                trigger=IntervalTrigger(seconds=t.lifecycle_interval_s, timezone=UTC),
-                call=self._advance,
-                misfire_grace_time=_interval_misfire_s(t.lifecycle_interval_s),
-                run_at_start=True,
+            _every("issuance:catch-up", t.catch_up_interval_s, self._catch_up, run_at_start=True),
+            _every("outbox:send", t.send_interval_s, self._send, run_at_start=True),
+            _every("issuance:settle", t.settle_interval_s, self._settle),
+            _every(
+                "reservations:lifecycle", t.lifecycle_interval_s, self._advance, run_at_start=True
             ),
         ]
         if self.work.index is not None:
             specs.append(
-                JobSpec(
-                    id="indexer:index",
-                    trigger=IntervalTrigger(seconds=t.index_interval_s, timezone=UTC),
-                    call=self._index,
-                    misfire_grace_time=_interval_misfire_s(t.index_interval_s),
-                    run_at_start=True,
-                )
+                _every("indexer:index", t.index_interval_s, self._index, run_at_start=True)
             )
         if self.work.match is not None:
             specs.append(
-                JobSpec(
-                    id="matching:claim",
-                    trigger=IntervalTrigger(seconds=t.match_interval_s, timezone=UTC),
-                    call=self._match,
-                    misfire_grace_time=_interval_misfire_s(t.match_interval_s),
-                    run_at_start=True,
-                )
+                _every("matching:claim", t.match_interval_s, self._match, run_at_start=True)
             )
         return specs
 
