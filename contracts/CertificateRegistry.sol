@@ -40,9 +40,14 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     /// repeat a wallet cost no repeated storage access: the caller, the wallets it was found to
     /// act for (permission cannot change inside a transaction), the last receiver found open
     /// (nor can that), and one pending change of the Active count for a run of entries that
-    /// debit one wallet (`runA`) and for a run that credits or debits another (`runB`).
+    /// debit one wallet (`runA`) and for a run that credits or debits another (`runB`); for
+    /// claimBatch, the entry's index and the remainders the last entry's splits left with the
+    /// owners (0: that side was not split), which an entry names with slice id 0.
     struct BatchCache {
         address caller;
+        uint256 entry;
+        uint256 remainderP;
+        uint256 remainderC;
         address permittedA;
         address permittedB;
         address openTo;
@@ -174,7 +179,10 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
     }
 
     /// @notice Claim each entry as `claim` (quantity 0: both whole and equal) or `claimPart`
-    /// would, in order, all or nothing, with the same events.
+    /// would, in order, all or nothing, with the same events. A slice id of 0 names the
+    /// remainder the previous entry's split of that side left with its owner, so one signed
+    /// batch can claim a consumption slice against several production slices (and the reverse)
+    /// although the remainders' ids are only known once the batch runs.
     /// @dev Each slice is read and written once (a split side: its child); the Active counts of
     /// a run of entries from the same producer and consumer wallets are written once per run.
     /// @return claimIds Per entry, the claim id (the claimed production slice's id).
@@ -185,6 +193,7 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         BatchCache memory cache;
         cache.caller = _msgSender();
         for (uint256 i; i < count;) {
+            cache.entry = i;
             claimIds[i] = _claimEntry(claims[i], cache);
             // Cannot overflow: i < count, bounded by calldata size.
             unchecked {
@@ -280,8 +289,8 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
 
     /// @dev One claimBatch entry, with `claim`'s and `claimPart`'s checks in their order.
     function _claimEntry(Claim calldata entry, BatchCache memory cache) private returns (uint256) {
-        uint256 productionSliceId = entry.productionSliceId;
-        uint256 consumptionSliceId = entry.consumptionSliceId;
+        uint256 productionSliceId = _named(entry.productionSliceId, cache.remainderP, cache, Kind.Production);
+        uint256 consumptionSliceId = _named(entry.consumptionSliceId, cache.remainderC, cache, Kind.Consumption);
         uint256 production = _activeSlice(productionSliceId);
         uint256 consumption = _activeSlice(consumptionSliceId);
         if (_kindOf(production) != Kind.Production || _kindOf(consumption) != Kind.Consumption) {
@@ -306,9 +315,17 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
                     productionSliceId, productionWh, consumptionSliceId, consumptionWh
                 );
             }
+            cache.remainderP = 0;
+            cache.remainderC = 0;
         } else {
-            (productionSliceId, production) = _carve(productionSliceId, production, quantityWh);
-            (consumptionSliceId, consumption) = _carve(consumptionSliceId, consumption, quantityWh);
+            uint256 carved;
+            (carved, production) = _carve(productionSliceId, production, quantityWh);
+            // A split's children are [the part, the remainder]: the remainder is the next id.
+            cache.remainderP = carved == productionSliceId ? 0 : carved + 1;
+            productionSliceId = carved;
+            (carved, consumption) = _carve(consumptionSliceId, consumption, quantityWh);
+            cache.remainderC = carved == consumptionSliceId ? 0 : carved + 1;
+            consumptionSliceId = carved;
         }
         _slices[productionSliceId] = _withState(production, SliceState.Claimed);
         _slices[consumptionSliceId] = _withState(consumption, SliceState.Claimed);
@@ -316,6 +333,17 @@ contract CertificateRegistry is ICertificateRegistry, AccessControl, ERC2771Cont
         _debitB(cache, consumer);
         emit SliceClaimed(productionSliceId, productionSliceId, consumptionSliceId, _quantityOf(production));
         return productionSliceId;
+    }
+
+    /// @dev The slice an entry names: itself, or for 0 the remainder the previous entry left.
+    function _named(uint256 sliceId, uint256 remainder, BatchCache memory cache, Kind kind)
+        private
+        pure
+        returns (uint256)
+    {
+        if (sliceId != 0) return sliceId;
+        if (remainder == 0) revert CertificateRegistryNoRemainder(cache.entry, kind);
+        return remainder;
     }
 
     /// @dev One transferBatch entry, with `transfer`'s and `transferPart`'s checks in their order.

@@ -37,6 +37,8 @@ interface ICertificateRegistry {
 
     /// @dev One entry of `claimBatch`. `quantityWh == 0` claims both slices whole, which must then
     /// hold equal quantities (as `claim`); otherwise it claims that much of each (as `claimPart`).
+    /// A slice id of 0 names the remainder that the previous entry's split of that side left with
+    /// its owner (e.g. the rest of a consumption slice after a first production slice).
     struct Claim {
         uint256 productionSliceId;
         uint256 consumptionSliceId;
@@ -95,6 +97,9 @@ interface ICertificateRegistry {
     error CertificateRegistryQuantityTooLarge(uint256 certificateId, uint64 quantityWh, uint64 maxQuantityWh);
     /// @dev `claimBatch` or `transferBatch` was called with no entries.
     error CertificateRegistryEmptyList();
+    /// @dev Entry `entry` of `claimBatch` names slice 0 on the `kind` side, but the previous entry
+    /// left no remainder there (it is the first entry, or it claimed that side whole).
+    error CertificateRegistryNoRemainder(uint256 entry, Kind kind);
 
     function issueBatch(bytes32 batchId, Issuance[] calldata items) external returns (uint256 firstCertificateId);
     function split(uint256 sliceId, Part[] calldata parts) external returns (uint256[] memory sliceIds);

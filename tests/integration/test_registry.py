@@ -1529,6 +1529,78 @@ def test_claim_batch_reverts_whole_with_the_failing_entrys_error(
     assert registry_state(chain, owner, buyer) == before
 
 
+def test_claim_batch_names_the_previous_entrys_remainder_with_slice_zero(
+    chain: Chain, issuer: str, owner: str
+) -> None:
+    """One consumption slice of 1000 Wh claimed against three production slices in one
+    batch: entries after the first name its remainder as 0 (advanced claims)."""
+    p1, p2, p3, consumption = issue(
+        chain,
+        issuer,
+        [
+            (owner, PRODUCTION, 300),
+            (owner, PRODUCTION, 500),
+            (owner, PRODUCTION, 400),
+            (owner, CONSUMPTION, 1000),
+        ],
+    )
+
+    claim_ids, receipt = transact(
+        chain,
+        chain.registry.functions.claimBatch([(p1, consumption, 300), (p2, 0, 500), (p3, 0, 200)]),
+        owner,
+    )
+
+    claimed = [
+        (e.args.productionSliceId, e.args.consumptionSliceId, e.args.quantityWh)
+        for e in chain.events(receipt, "SliceClaimed")
+    ]
+    # consumption 1000 -> c1 300 + r1 700; r1 -> c2 500 + r2 200 (claimed whole); p3 -> 200 + 200
+    c1, r1 = consumption + 1, consumption + 2
+    c2, r2 = consumption + 3, consumption + 4
+    p3_part, p3_rest = consumption + 5, consumption + 6
+    assert claimed == [(p1, c1, 300), (p2, c2, 500), (p3_part, r2, 200)]
+    assert claim_ids == [p1, p2, p3_part]
+    assert live_sum(chain, consumption) == 1000
+    assert {s: slice_of(chain, s).state for s in (c1, r1, c2, r2)} == {
+        c1: CLAIMED,
+        r1: REMOVED,
+        c2: CLAIMED,
+        r2: CLAIMED,
+    }
+    assert slice_of(chain, p3_rest) == Slice(owner, PRODUCTION, ACTIVE, 200, p3)
+    assert_wallet_counts_match_slices(chain, owner)
+
+
+@pytest.mark.parametrize(
+    ("entries", "entry", "kind"),
+    [
+        ([(0, 2, 10)], 0, PRODUCTION),
+        ([(1, 2, 0), (3, 0, 10)], 1, CONSUMPTION),  # a whole claim leaves no remainder
+        ([(1, 2, 100), (3, 0, 10)], 1, CONSUMPTION),  # nor does a claim of exactly the slice
+    ],
+    ids=["first_entry", "after_a_whole_claim", "after_an_exact_part"],
+)
+def test_claim_batch_naming_a_remainder_that_does_not_exist_reverts(
+    chain: Chain,
+    issuer: str,
+    owner: str,
+    entries: list[tuple[int, int, int]],
+    entry: int,
+    kind: int,
+) -> None:
+    issue(
+        chain,
+        issuer,
+        [(owner, PRODUCTION, 100), (owner, CONSUMPTION, 100), (owner, PRODUCTION, 100)],
+    )
+    before = registry_state(chain, owner)
+
+    with chain.reverts("CertificateRegistryNoRemainder", entry, kind):
+        chain.registry.functions.claimBatch(entries).transact({"from": owner})
+    assert registry_state(chain, owner) == before
+
+
 def test_claim_batch_with_no_entries_reverts(chain: Chain, owner: str) -> None:
     with chain.reverts("CertificateRegistryEmptyList"):
         chain.registry.functions.claimBatch([]).transact({"from": owner})

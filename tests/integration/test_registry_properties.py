@@ -121,10 +121,21 @@ split_command = st.builds(
     any_slice,
     st.lists(st.tuples(quantities, targets), min_size=0, max_size=3),
 )
+
+
+def _or_remainder(ref: st.SearchStrategy[SliceRef]) -> st.SearchStrategy[SliceRef]:
+    """One time in six slice 0: the remainder the previous claim entry left on that side."""
+    return st.builds(
+        lambda pick, found: 0 if pick == 0 else found, st.integers(min_value=0, max_value=5), ref
+    )
+
+
 claim_batch_command = st.builds(
     lambda c, entries: Command("claim_batch", c, (entries,)),
     callers,
-    _bulk(st.tuples(bulk_production, bulk_consumption, bulk_quantities)),
+    _bulk(
+        st.tuples(_or_remainder(bulk_production), _or_remainder(bulk_consumption), bulk_quantities)
+    ),
 )
 transfer_batch_command = st.builds(
     lambda c, entries: Command("transfer_batch", c, (entries,)),

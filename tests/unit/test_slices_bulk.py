@@ -56,6 +56,52 @@ def test_claim_batch_returns_claim_ids_and_splits_where_a_side_holds_more() -> N
     assert model.active_count[OWNER] == 1
 
 
+def test_claim_batch_slice_zero_names_the_remainder_the_previous_entry_left() -> None:
+    model = _model(
+        (Kind.PRODUCTION, 300),
+        (Kind.PRODUCTION, 500),
+        (Kind.CONSUMPTION, 700),
+    )
+
+    # 1 whole against 4 (300 of 3, which leaves 5: 400); 6 (400 of 2, which leaves 7: 100)
+    # against 5, named 0
+    assert model.claim_batch(OWNER, [Claim(1, 3, 300), Claim(2, 0, 400)]) == [1, 6]
+
+    states = {i: (s.quantity_wh, s.state) for i, s in model.slices.items()}
+    assert states == {
+        1: (300, SliceState.CLAIMED),
+        2: (500, SliceState.REMOVED),
+        3: (700, SliceState.REMOVED),
+        4: (300, SliceState.CLAIMED),
+        5: (400, SliceState.CLAIMED),
+        6: (400, SliceState.CLAIMED),
+        7: (100, SliceState.ACTIVE),
+    }
+    assert model.certificate_total_wh(3) == 700
+
+
+@pytest.mark.parametrize(
+    ("entries", "values"),
+    [
+        ([Claim(0, 2, 10)], (0, int(Kind.PRODUCTION))),
+        ([Claim(1, 2, 0), Claim(3, 0, 10)], (1, int(Kind.CONSUMPTION))),
+        ([Claim(1, 2, 100), Claim(3, 0, 10)], (1, int(Kind.CONSUMPTION))),
+    ],
+    ids=["first_entry", "after_a_whole_claim", "after_an_exact_part"],
+)
+def test_claim_batch_slice_zero_without_a_remainder_is_refused_whole(
+    entries: list[Claim], values: tuple[int, int]
+) -> None:
+    model = _model((Kind.PRODUCTION, 100), (Kind.CONSUMPTION, 100), (Kind.PRODUCTION, 100))
+    before = _state(model)
+
+    with pytest.raises(SliceRuleViolation) as refused:
+        model.claim_batch(OWNER, entries)
+
+    assert (refused.value.error, refused.value.values) == ("CertificateRegistryNoRemainder", values)
+    assert _state(model) == before
+
+
 @pytest.mark.parametrize(
     ("last", "error", "values"),
     [

@@ -63,7 +63,8 @@ class Part:
 @dataclass(frozen=True, slots=True)
 class Claim:
     """One claim_batch entry: 0 Wh claims both slices whole (and equal), else that much.
-    Fields in the contract struct's order."""
+    A slice id of 0 names the remainder the previous entry's split of that side left with
+    its owner. Fields in the contract struct's order."""
 
     production_id: int
     consumption_id: int
@@ -224,24 +225,18 @@ class RegistryModel:
     def claim_part(
         self, caller: str, production_id: int, consumption_id: int, quantity_wh: int
     ) -> int:
-        production, consumption = self._claimable(caller, production_id, consumption_id)
-        if quantity_wh == 0:
-            raise _violation(
-                "CertificateRegistryZeroQuantity",
-                production_id,
-                message="quantity_wh must be > 0",
-            )
-        # Check both sides before splitting either: a revert on chain undoes the first split.
-        self._require_quantity(production, quantity_wh)
-        self._require_quantity(consumption, quantity_wh)
-        production = self._carve(production, quantity_wh)
-        consumption = self._carve(consumption, quantity_wh)
-        return self._claim(production, consumption)
+        claimed, _ = self._claim_part(caller, production_id, consumption_id, quantity_wh)
+        return claimed.slice_id
 
     def claim_batch(self, caller: str, claims: Sequence[Claim]) -> list[int]:
         """Each entry as `claim` (0 Wh) or `claim_part` would, in order; all or nothing.
         The claim ids, one per entry."""
-        return self._all_or_nothing([partial(self._claim_entry, caller, e) for e in claims])
+        remainders = {Kind.PRODUCTION: 0, Kind.CONSUMPTION: 0}
+        entries = [
+            partial(self._claim_entry, caller, index, entry, remainders)
+            for index, entry in enumerate(claims)
+        ]
+        return self._all_or_nothing(entries)
 
     def transfer_batch(self, caller: str, transfers: Sequence[Transfer]) -> list[int]:
         """Each entry as `transfer` (0 Wh) or `transfer_part` would, in order; all or nothing.
@@ -309,10 +304,45 @@ class RegistryModel:
             self.operators, self.batches, self.next_id = operators, batches, next_id
             raise
 
-    def _claim_entry(self, caller: str, entry: Claim) -> int:
+    def _claim_entry(
+        self, caller: str, index: int, entry: Claim, remainders: dict[Kind, int]
+    ) -> int:
+        """One entry; `remainders` holds, per side, what the previous entry's split left with
+        the owner (0: not split), and is updated for the next entry."""
+        production_id = _named(index, entry.production_id, remainders, Kind.PRODUCTION)
+        consumption_id = _named(index, entry.consumption_id, remainders, Kind.CONSUMPTION)
         if entry.quantity_wh == 0:
-            return self.claim(caller, entry.production_id, entry.consumption_id)
-        return self.claim_part(caller, entry.production_id, entry.consumption_id, entry.quantity_wh)
+            remainders.update({Kind.PRODUCTION: 0, Kind.CONSUMPTION: 0})
+            return self.claim(caller, production_id, consumption_id)
+        production, consumption = self._claim_part(
+            caller, production_id, consumption_id, entry.quantity_wh
+        )
+        # A split's children are [the part, the remainder]: the remainder is the next id.
+        for kind, named, claimed in (
+            (Kind.PRODUCTION, production_id, production.slice_id),
+            (Kind.CONSUMPTION, consumption_id, consumption.slice_id),
+        ):
+            remainders[kind] = 0 if claimed == named else claimed + 1
+        return production.slice_id
+
+    def _claim_part(
+        self, caller: str, production_id: int, consumption_id: int, quantity_wh: int
+    ) -> tuple[Slice, Slice]:
+        """claim_part; returns the two slices claimed (a split side: its first child)."""
+        production, consumption = self._claimable(caller, production_id, consumption_id)
+        if quantity_wh == 0:
+            raise _violation(
+                "CertificateRegistryZeroQuantity",
+                production_id,
+                message="quantity_wh must be > 0",
+            )
+        # Check both sides before splitting either: a revert on chain undoes the first split.
+        self._require_quantity(production, quantity_wh)
+        self._require_quantity(consumption, quantity_wh)
+        production = self._carve(production, quantity_wh)
+        consumption = self._carve(consumption, quantity_wh)
+        self._claim(production, consumption)
+        return production, consumption
 
     def _transfer_entry(self, caller: str, entry: Transfer) -> int:
         if entry.quantity_wh == 0:
@@ -469,6 +499,23 @@ class RegistryModel:
         if new.state == SliceState.ACTIVE:
             self.active_count[new.owner] = self.active_count.get(new.owner, 0) + 1
         self.slices[new.slice_id] = new
+
+
+def _named(index: int, slice_id: int, remainders: dict[Kind, int], kind: Kind) -> int:
+    """The slice a claim_batch entry names: itself, or for 0 the previous entry's remainder."""
+    if slice_id != 0:
+        return slice_id
+    if remainders[kind] == 0:
+        raise _violation(
+            "CertificateRegistryNoRemainder",
+            index,
+            int(kind),
+            message=(
+                f"entry {index} names slice 0 on the {kind.name} side, but the previous entry "
+                "left no remainder there"
+            ),
+        )
+    return remainders[kind]
 
 
 def _with_state(current: Slice, state: SliceState) -> Slice:
