@@ -284,7 +284,7 @@ class RegistryModel:
 
     # ------------------------------------------------------------ internals
 
-    def _all_or_nothing(self, entries: list[Callable[[], int]]) -> list[int]:
+    def _all_or_nothing(self, entries: Sequence[Callable[[], int]]) -> list[int]:
         """Run a bulk command's entries; the first violation undoes them all, as a revert."""
         if not entries:
             raise _violation("CertificateRegistryEmptyList", message="a bulk command needs entries")
