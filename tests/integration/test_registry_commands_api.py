@@ -247,31 +247,45 @@ def test_claim_example_claims_the_smaller_side_and_splits_the_other(
     assert registry.slice(more + 2) == (buyer, PRODUCTION, ACTIVE, 240, more)
 
 
-def test_a_list_of_transfers_goes_in_one_relayed_transaction(
+def _list_signed(
+    registry: Registry, account: LocalAccount, transfers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What typed-data serves for a list, signed once, and the body that sends it."""
+    items = [
+        ":".join(str(v) for v in (t["sliceId"], t["to"], t.get("quantityWh")) if v is not None)
+        for t in transfers
+    ]
+    response = registry.client.get(
+        f"{V1}/slices/transfer/typed-data", params={"from": account.address, "transfer": items}
+    )
+    assert response.status_code == 200, response.text
+    typed = response.json()["typedData"]
+    return registry.signed(account, typed, transfers=transfers)
+
+
+def test_a_list_of_transfers_is_signed_once_and_sent_as_one_transfer_batch(
     registry: Registry, owner_account: LocalAccount, buyer: str, stranger: str
 ) -> None:
     owner = owner_account.address
     first = registry.issue(owner, "production", 10, "a")
     second = registry.issue(owner, "production", 20, "b")
-    response = registry.client.get(
-        f"{V1}/slices/transfer/typed-data",
-        params={"from": owner, "transfer": [f"{first}:{buyer}", f"{second}:{stranger}:5"]},
-    )
-    assert response.status_code == 200, response.text
-    typed = response.json()["typedData"]
-    assert [t["message"]["nonce"] for t in typed] == [0, 1]
     transfers = [
-        {"sliceId": first, "to": buyer, **_fields(owner_account, typed[0])},
-        {"sliceId": second, "to": stranger, "quantityWh": 5, **_fields(owner_account, typed[1])},
+        {"sliceId": first, "to": buyer},
+        {"sliceId": second, "to": stranger, "quantityWh": 5},
     ]
-    accepted = registry.post("/slices/transfer", {"from": owner, "transfers": transfers})
-    found = registry.confirmed(accepted)
+    body = _list_signed(registry, owner_account, transfers)
 
-    assert found["kind"] == "transfer_batch" and len(found["transactions"]) == 1
+    found = registry.confirmed(registry.post("/slices/transfer", body))
+
+    assert found["kind"] == "transfer_list" and len(found["transactions"]) == 1
     assert registry.slice(first)[0] == buyer
     assert registry.slice(second + 1)[:4] == (stranger, PRODUCTION, ACTIVE, 5)
     assert registry.slice(second + 2)[:4] == (owner, PRODUCTION, ACTIVE, 15)
-    assert registry.chain.forwarder.functions.nonces(owner).call() == 2
+    assert registry.chain.forwarder.functions.nonces(owner).call() == 1
+    tx = registry.chain.w3.eth.get_transaction(found["txHash"])
+    _, call = registry.chain.forwarder.decode_function_input(tx["input"])
+    name, _ = registry.chain.registry.decode_function_input(call["request"]["data"])
+    assert name.fn_name == "transferBatch"
 
 
 def _fields(account: LocalAccount, typed: dict[str, Any]) -> dict[str, Any]:
@@ -665,34 +679,27 @@ def test_an_unreadable_signature_is_refused(
     assert len(requests_of(registry.sessions)) == 1
 
 
-def test_a_list_whose_entry_fails_on_chain_is_reported_reverted_not_confirmed(
+def test_a_list_whose_entry_fails_on_chain_moves_nothing_and_is_reported_reverted(
     registry: Registry, owner_account: LocalAccount, buyer: str, stranger: str
 ) -> None:
-    """executeBatch mines even when a call inside it fails; the request must say so."""
+    """transferBatch is all or nothing: one entry failing on chain keeps every slice put."""
     owner = owner_account.address
     first = registry.issue(owner, "production", 10, "a")
     second = registry.issue(owner, "production", 20, "b")
-    response = registry.client.get(
-        f"{V1}/slices/transfer/typed-data",
-        params={"from": owner, "transfer": [f"{first}:{buyer}", f"{second}:{buyer}"]},
-    )
-    typed = response.json()["typedData"]
-    transfers = [
-        {"sliceId": first, "to": buyer, **_fields(owner_account, typed[0])},
-        {"sliceId": second, "to": buyer, **_fields(owner_account, typed[1])},
-    ]
-    accepted = registry.post("/slices/transfer", {"from": owner, "transfers": transfers})
+    transfers = [{"sliceId": first, "to": buyer}, {"sliceId": second, "to": buyer}]
+    accepted = registry.post("/slices/transfer", _list_signed(registry, owner_account, transfers))
     # Between the check and the relay, the owner moves the first slice itself.
     registry.chain.send(registry.chain.registry.functions.transfer(first, stranger), owner)
 
     registry.settle()
     found = registry.request(accepted["requestId"])
     assert found["state"] == "reverted"
-    (transaction,) = found["transactions"]
-    assert transaction["errorCode"] == "ForwardRequestFailed"
-    assert "[0]" in transaction["errorDetail"]
     assert registry.slice(first)[0] == stranger
-    assert registry.slice(second)[0] == buyer
+    assert registry.slice(second)[0] == owner
+    # The reverted request used no forwarder nonce: the owner signs the next one as 0 again.
+    assert registry.chain.forwarder.functions.nonces(owner).call() == 0
+    typed = registry.typed(f"/slices/{second}/transfer", from_=owner, to=buyer)
+    assert typed["message"]["nonce"] == 0
 
 
 def test_a_second_request_for_a_nonce_accepted_meanwhile_is_refused_under_the_lock(

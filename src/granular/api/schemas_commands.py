@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from granular.domain.commands import DEFAULT_REQUEST_GAS, MAX_BATCH_ENTRIES
+from granular.domain.commands import MAX_BATCH_ENTRIES
 
 Uint = Annotated[int, Field(strict=True, ge=0, le=2**256 - 1)]
 SliceId = Annotated[int, Field(strict=True, ge=1, le=2**256 - 1)]
@@ -34,7 +34,9 @@ class SignedFields(_In):
     from_: Address = Field(alias="from")
     nonce: Uint
     deadline: Deadline
-    gas: Gas = DEFAULT_REQUEST_GAS
+    gas: Gas | None = Field(
+        default=None, description="as signed; leave out when you signed the gas typed-data proposed"
+    )
     signature: Signature
 
     def signature_bytes(self) -> bytes:
@@ -46,31 +48,41 @@ class TransferCreate(SignedFields):
     quantity_wh: QuantityWh | None = Field(default=None, alias="quantityWh")
 
 
-class SignedTransfer(_In):
+class TransferEntry(_In):
     slice_id: SliceId = Field(alias="sliceId")
     to: Address
     quantity_wh: QuantityWh | None = Field(default=None, alias="quantityWh")
-    nonce: Uint
-    deadline: Deadline
-    gas: Gas = DEFAULT_REQUEST_GAS
-    signature: Signature
-
-    def signature_bytes(self) -> bytes:
-        return bytes.fromhex(self.signature[2:])
 
 
-class TransferListCreate(_In):
-    """Several transfers of one signer, each its own signed request (consecutive nonces),
-    relayed in one transaction."""
+class TransferListCreate(SignedFields):
+    """Several transfers of one signer, signed once and sent as one transferBatch (all or
+    nothing, in order)."""
 
-    from_: Address = Field(alias="from")
-    transfers: list[SignedTransfer] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
+    transfers: list[TransferEntry] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
 
 
 class ClaimCreate(SignedFields):
     source: SliceId  # the production slice
     target: SliceId  # the consumption slice
     quantity_wh: QuantityWh | None = Field(default=None, alias="quantityWh")
+
+
+class PlannedEntry(_In):
+    source: SliceId = Field(description="the production slice")
+    quantity_wh: QuantityWh = Field(alias="quantityWh")
+
+
+class AdvancedClaimCreate(SignedFields):
+    """Claim a consumption slice's quantity from its wallet's production slices, the best
+    matches first. `claims` is the plan typed-data served, as signed."""
+
+    target: SliceId = Field(description="the consumption slice")
+    quantity_wh: QuantityWh | None = Field(default=None, alias="quantityWh")
+    fuel_code: str | None = Field(default=None, alias="fuelCode", max_length=32)
+    tech_code: str | None = Field(default=None, alias="techCode", max_length=32)
+    country_code: str | None = Field(default=None, alias="countryCode", max_length=8)
+    require_overlap: StrictBool = Field(default=False, alias="requireOverlap")
+    claims: list[PlannedEntry] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
 
 
 class OperatorSet(SignedFields):
@@ -130,8 +142,31 @@ class TypedDataPublic(BaseModel):
     typed_data: dict[str, Any] = Field(serialization_alias="typedData")
 
 
-class TypedDataListPublic(BaseModel):
-    typed_data: list[dict[str, Any]] = Field(serialization_alias="typedData")
+class PlannedClaimPublic(BaseModel):
+    source: int = Field(description="the production slice claimed from")
+    quantity_wh: int = Field(serialization_alias="quantityWh")
+    whole: bool = Field(description="the whole slice; else a part of it (split first)")
+    period_start: datetime | None = Field(serialization_alias="periodStart")
+    period_end: datetime | None = Field(serialization_alias="periodEnd")
+    fuel_code: str | None = Field(serialization_alias="fuelCode")
+    tech_code: str | None = Field(serialization_alias="techCode")
+    country_code: str | None = Field(serialization_alias="countryCode")
+
+
+class AdvancedClaimPlanPublic(BaseModel):
+    target: int = Field(description="the consumption slice")
+    wallet: str = Field(description="whose production slices are claimed")
+    quantity_wh: int = Field(serialization_alias="quantityWh")
+    period_start: datetime = Field(serialization_alias="periodStart")
+    period_end: datetime = Field(serialization_alias="periodEnd")
+    claims: list[PlannedClaimPublic] = Field(
+        description="in order; send `source` and `quantityWh` of each back with the signature"
+    )
+
+
+class AdvancedClaimTypedDataPublic(BaseModel):
+    typed_data: dict[str, Any] = Field(serialization_alias="typedData")
+    plan: AdvancedClaimPlanPublic
 
 
 class CommandAccepted(BaseModel):

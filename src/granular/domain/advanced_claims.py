@@ -10,7 +10,9 @@ Candidates are ranked, best first, by:
 3. the older slice (lower slice id) first, so a plan is deterministic.
 
 Slices are taken whole in that order; the last one is taken in part (claimPart) so the plan
-sums exactly to the quantity. Pure: candidates and headers come from the mirror.
+sums exactly to the quantity. A candidate whose certificate has no period in its header
+(minted by another issuer) overlaps nothing. Pure: candidates and headers come from the
+mirror; the service checks the chosen slices on chain before it signs anything.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ class Candidate:
 
     slice_id: int
     quantity_wh: int
-    period_start: datetime
-    period_end: datetime  # exclusive
+    period_start: datetime | None
+    period_end: datetime | None  # exclusive
     fuel_code: str | None = None
     tech_code: str | None = None
     country: str | None = None
@@ -65,6 +67,8 @@ class NotEnoughProduction(ValidationError):
 
 
 def _overlap_s(candidate: Candidate, wanted: Wanted) -> int:
+    if candidate.period_start is None or candidate.period_end is None:
+        return 0
     start = max(candidate.period_start, wanted.period_start)
     end = min(candidate.period_end, wanted.period_end)
     return max(0, int((end - start).total_seconds()))
@@ -92,20 +96,26 @@ def rank(candidate: Candidate, wanted: Wanted) -> tuple[int, int, int, int, int,
     )
 
 
-def plan(wanted: Wanted, candidates: Sequence[Candidate]) -> list[PlannedClaim]:
-    """The claims that take exactly `wanted.quantity_wh`, best candidates first; raises
-    NotEnoughProduction (with what is available) when the eligible slices hold less."""
+def ranked(wanted: Wanted, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The eligible candidates (some energy; overlapping when required), best first."""
     eligible = [
         c
         for c in candidates
         if c.quantity_wh > 0 and (not wanted.require_overlap or _overlap_s(c, wanted) > 0)
     ]
+    return sorted(eligible, key=lambda c: rank(c, wanted))
+
+
+def plan(wanted: Wanted, candidates: Sequence[Candidate]) -> list[PlannedClaim]:
+    """The claims that take exactly `wanted.quantity_wh`, best candidates first; raises
+    NotEnoughProduction (with what is available) when the eligible slices hold less."""
+    eligible = ranked(wanted, candidates)
     available_wh = sum(c.quantity_wh for c in eligible)
     if wanted.quantity_wh <= 0 or available_wh < wanted.quantity_wh:
         raise NotEnoughProduction(wanted.quantity_wh, available_wh)
     claims: list[PlannedClaim] = []
     left_wh = wanted.quantity_wh
-    for candidate in sorted(eligible, key=lambda c: rank(c, wanted)):
+    for candidate in eligible:
         if left_wh == 0:
             break
         taken_wh = min(left_wh, candidate.quantity_wh)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from granular.domain import slices as model_entries
 from granular.domain.slices import (
     ZERO_ADDRESS,
     Issuance,
@@ -34,8 +35,14 @@ from granular.errors import Conflict, Forbidden, ValidationError
 # Bounds on the gas a signed request forwards to the registry: below, even a transfer runs
 # out; above, one request could hold most of a block.
 MIN_REQUEST_GAS = 50_000
-MAX_REQUEST_GAS = 5_000_000
+MAX_REQUEST_GAS = 12_000_000
 DEFAULT_REQUEST_GAS = 300_000
+# The gas typed-data proposes for a bulk command, from the model's run of it (measured by
+# `make bench` gas: a whole claim 15.4k, a whole transfer 9.5-11.3k, each slice a split
+# creates about 28k): per call, per entry and per new slice, with a quarter of headroom.
+BULK_CALL_GAS = 60_000
+BULK_ENTRY_GAS = 20_000
+NEW_SLICE_GAS = 35_000
 # A request whose deadline is closer than this is refused: it could expire before it is mined.
 DEFAULT_DEADLINE_MARGIN_S = 60
 MAX_BATCH_ENTRIES = 100
@@ -79,6 +86,21 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferBatch:
+    """transferBatch: every entry in order, all or nothing, in one signed request."""
+
+    entries: tuple[Transfer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """claimBatch: every entry in order, all or nothing, in one signed request. An entry's
+    slice id 0 names the remainder the previous entry's split of that side left."""
+
+    entries: tuple[Claim, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CloseWallet:
     pass
 
@@ -103,7 +125,9 @@ class Issue:
     batch_id: bytes
 
 
-Command = Transfer | Claim | CloseWallet | SetOperator | Withdraw | Issue
+Command = (
+    Transfer | Claim | TransferBatch | ClaimBatch | CloseWallet | SetOperator | Withdraw | Issue
+)
 
 
 # ------------------------------------------------------------------ errors
@@ -299,15 +323,30 @@ def _slice_ids(command: Command) -> list[int]:
         return [command.slice_id]
     if isinstance(command, Claim):
         return [command.production_slice_id, command.consumption_slice_id]
+    if isinstance(command, TransferBatch | ClaimBatch):
+        return [i for entry in command.entries for i in _slice_ids(entry) if i != 0]
     return []
 
 
 def _addresses(command: Command) -> list[str]:
     if isinstance(command, Transfer):
         return [command.to]
+    if isinstance(command, TransferBatch):
+        return [entry.to for entry in command.entries]
     if isinstance(command, Issue):
         return [command.owner]
     return []
+
+
+def proposed_gas(view: RegistryView, caller: str, command: Command) -> int:
+    """The gas to sign for `command`: DEFAULT_REQUEST_GAS for a single command; for a bulk
+    one, from the entries and the slices its splits create on the model (checked first)."""
+    if not isinstance(command, TransferBatch | ClaimBatch):
+        return DEFAULT_REQUEST_GAS
+    before = model_for(view, caller, [command]).next_id
+    after = check_commands(view, caller, [command]).next_id
+    gas = BULK_CALL_GAS + BULK_ENTRY_GAS * len(command.entries) + NEW_SLICE_GAS * (after - before)
+    return max(gas, DEFAULT_REQUEST_GAS)
 
 
 def model_for(view: RegistryView, caller: str, commands: Sequence[Command]) -> RegistryModel:
@@ -366,6 +405,21 @@ def _apply(model: RegistryModel, caller: str, command: Command) -> None:
                 command.consumption_slice_id,
                 command.quantity_wh,
             )
+    elif isinstance(command, TransferBatch):
+        model.transfer_batch(
+            caller,
+            [model_entries.Transfer(e.slice_id, e.quantity_wh or 0, e.to) for e in command.entries],
+        )
+    elif isinstance(command, ClaimBatch):
+        model.claim_batch(
+            caller,
+            [
+                model_entries.Claim(
+                    e.production_slice_id, e.consumption_slice_id, e.quantity_wh or 0
+                )
+                for e in command.entries
+            ],
+        )
     elif isinstance(command, CloseWallet):
         model.close_wallet(caller)
     elif isinstance(command, SetOperator):

@@ -29,8 +29,8 @@ from granular.adapters.db.outbox import RequestState
 from granular.domain import commands as rules
 from granular.domain.commands import (
     DEFAULT_DEADLINE_MARGIN_S,
-    DEFAULT_REQUEST_GAS,
     Claim,
+    ClaimBatch,
     CloseWallet,
     Command,
     ForwardRequest,
@@ -39,6 +39,7 @@ from granular.domain.commands import (
     RelayView,
     SetOperator,
     Transfer,
+    TransferBatch,
     Withdraw,
 )
 from granular.domain.gas import Tier
@@ -106,11 +107,12 @@ class RegistryCommands:
 
 @dataclass(frozen=True, slots=True)
 class Signed:
-    """The request fields the client sends back with its signature."""
+    """The request fields the client sends back with its signature; gas None: the gas
+    typed-data proposed for the command (domain.commands.proposed_gas)."""
 
     nonce: int
     deadline_s: int
-    gas: int
+    gas: int | None
     signature: bytes
 
 
@@ -165,6 +167,13 @@ def transfer(slice_id: int, to: str, quantity_wh: int | None = None) -> Transfer
     return Transfer(slice_id, checksum("to", to), _quantity("quantityWh", quantity_wh))
 
 
+def transfer_list(transfers: list[Transfer]) -> TransferBatch:
+    """Several transfers signed once and sent as one transferBatch."""
+    if not 1 <= len(transfers) <= rules.MAX_BATCH_ENTRIES:
+        raise InvalidField("transfers", len(transfers), f"1 to {rules.MAX_BATCH_ENTRIES} entries")
+    return TransferBatch(tuple(transfers))
+
+
 def claim(source: int, target: int, quantity_wh: int | None = None) -> Claim:
     return Claim(source, target, _quantity("quantityWh", quantity_wh))
 
@@ -192,6 +201,18 @@ def calldata(command: Command) -> bytes:
             command.consumption_slice_id,
             command.quantity_wh,
         )
+    if isinstance(command, TransferBatch):
+        return fwd.registry_calldata(
+            "transferBatch", [(t.slice_id, t.quantity_wh or 0, t.to) for t in command.entries]
+        )
+    if isinstance(command, ClaimBatch):
+        return fwd.registry_calldata(
+            "claimBatch",
+            [
+                (c.production_slice_id, c.consumption_slice_id, c.quantity_wh or 0)
+                for c in command.entries
+            ],
+        )
     if isinstance(command, CloseWallet):
         return fwd.registry_calldata("closeWallet")
     if isinstance(command, SetOperator):
@@ -206,6 +227,8 @@ def calldata(command: Command) -> bytes:
 
 
 def summary(command: Command) -> dict[str, Any]:
+    if isinstance(command, TransferBatch | ClaimBatch):
+        return {"entries": [summary(entry) for entry in command.entries]}
     if isinstance(command, Transfer):
         return {"sliceId": command.slice_id, "to": command.to, "quantityWh": command.quantity_wh}
     if isinstance(command, Claim):
@@ -232,6 +255,8 @@ def kind_of(commands: list[Command]) -> str:
     names = {
         Transfer: "transfer",
         Claim: "claim",
+        TransferBatch: "transfer_list",
+        ClaimBatch: "claim_list",
         CloseWallet: "close_wallet",
         SetOperator: "set_operator",
         Withdraw: "withdraw",
@@ -279,19 +304,20 @@ def typed_data(
     gas: int | None = None,
 ) -> list[dict[str, Any]]:
     """One EIP-712 ForwardRequest per command, with consecutive nonces from the next free
-    one (or `nonce`). A command the registry would refuse is refused here already."""
+    one (or `nonce`), and the gas to sign (`gas`, else proposed per command). A command the
+    registry would refuse is refused here already."""
     signer = checksum("from", signer)
     rules.check_commands(ctx.view, signer, commands)
     first = _next_nonce(ctx, sessions, signer) if nonce is None else nonce
     if deadline_s is None:
         deadline_s = ctx.relay_view.chain_time_s() + DEFAULT_VALIDITY_S
-    request_gas = DEFAULT_REQUEST_GAS if gas is None else gas
-    rules.check_gas(request_gas)
+    if gas is not None:
+        rules.check_gas(gas)
     return [
         fwd.typed_data(
             chain_id=ctx.chain_id,
             forwarder=ctx.forwarder,
-            request=_request(ctx, signer, command, Signed(first + i, deadline_s, request_gas, b"")),
+            request=_request(ctx, signer, command, Signed(first + i, deadline_s, gas, b"")),
         )
         for i, command in enumerate(commands)
     ]
@@ -300,11 +326,14 @@ def typed_data(
 def _request(
     ctx: RegistryCommands, signer: str, command: Command, signed: Signed
 ) -> ForwardRequest:
+    gas = signed.gas
+    if gas is None:
+        gas = rules.proposed_gas(ctx.view, signer, command)
     return ForwardRequest(
         from_address=signer,
         to=to_checksum_address(ctx.registry),
         value_wei=0,
-        gas=signed.gas,
+        gas=gas,
         nonce=signed.nonce,
         deadline_s=signed.deadline_s,
         data=calldata(command),
@@ -322,9 +351,11 @@ def relay(
     commands: list[Command],
     signatures: list[Signed],
     now: datetime,
+    kind: str | None = None,
 ) -> Accepted:
     """Check signed commands of one signer and queue them as one relayed transaction
-    (`execute`, or `executeBatch` for several). Checks run in the order of the module doc."""
+    (`execute`, or `executeBatch` for several). Checks run in the order of the module doc.
+    `kind` names the request (default: from the commands)."""
     signer = checksum("from", signer)
     if not commands or len(commands) != len(signatures):
         raise InvalidField("signatures", len(signatures), "one signed request per command")
@@ -360,7 +391,7 @@ def relay(
     key = "relay:0x" + keccak(digests).hex()
     pairs = [(r, s.signature) for r, s in zip(requests, signatures, strict=True)]
     data = fwd.execute_calldata(*pairs[0]) if len(pairs) == 1 else fwd.execute_batch_calldata(pairs)
-    kind = kind_of(commands)
+    kind = kind or kind_of(commands)
     with sessions.begin() as session:
         # Checked again under the signer's lock: another request for the same nonce may have
         # been accepted since the check above.

@@ -945,3 +945,77 @@ def set_wallet_name(*, session: Session, address: str, name: str | None) -> None
         session.add(MirrorWalletRow(address=address, closed=False, active_slices=0, name=name))
     else:
         row.name = name
+
+
+# --- advanced claims ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCandidate:
+    """An Active production slice with its certificate's header fields."""
+
+    slice_id: int
+    quantity_wh: int
+    certificate_id: int
+    period_start: datetime | None
+    period_end: datetime | None
+    fuel_code: str | None
+    tech_code: str | None
+    country: str | None
+
+
+def certificate_period(
+    *, session: Session, certificate_id: int
+) -> tuple[datetime, datetime] | None:
+    """The certificate's period from its header, or None (not mirrored yet, or no header)."""
+    row = session.get(MirrorCertificateRow, certificate_id)
+    if row is None or row.period_start is None or row.period_end is None:
+        return None
+    return as_utc(row.period_start), as_utc(row.period_end)
+
+
+def claim_candidates(
+    *,
+    session: Session,
+    owner: str,
+    overlapping: tuple[datetime, datetime] | None,
+    limit: int,
+) -> list[ClaimCandidate]:
+    """The owner's Active production slices (those whose certificate's period overlaps
+    `overlapping`, when given), oldest first, at most `limit`."""
+    s, c = MirrorSliceRow, MirrorCertificateRow
+    query = (
+        select(
+            s.id,
+            s.quantity_wh,
+            s.certificate_id,
+            c.period_start,
+            c.period_end,
+            c.fuel_code,
+            c.tech_code,
+            c.country,
+        )
+        .join(c, c.id == s.certificate_id)
+        .where(
+            s.owner == owner,
+            s.state == int(SliceState.ACTIVE),
+            s.kind == int(Kind.PRODUCTION),
+        )
+    )
+    if overlapping is not None:
+        start, end = overlapping
+        query = query.where(c.period_start < end, c.period_end > start)
+    rows = session.execute(query.order_by(s.id).limit(limit)).all()
+    return [
+        ClaimCandidate(
+            slice_id=row.id,
+            quantity_wh=row.quantity_wh,
+            certificate_id=row.certificate_id,
+            period_start=None if row.period_start is None else as_utc(row.period_start),
+            period_end=None if row.period_end is None else as_utc(row.period_end),
+            fuel_code=row.fuel_code,
+            tech_code=row.tech_code,
+            country=row.country,
+        )
+        for row in rows
+    ]

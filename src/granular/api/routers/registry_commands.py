@@ -21,23 +21,27 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from granular.api.deps import Caller, Now, Sessions, require_role
 from granular.api.schemas_commands import (
+    AdvancedClaimCreate,
+    AdvancedClaimPlanPublic,
+    AdvancedClaimTypedDataPublic,
     CertificateCreate,
     ClaimCreate,
     CommandAccepted,
     OperatorSet,
+    PlannedClaimPublic,
     RequestPublic,
     TransactionPublic,
     TransferCreate,
     TransferListCreate,
-    TypedDataListPublic,
     TypedDataPublic,
     WalletClose,
     WalletNameCreate,
     WalletNamePublic,
     WalletNameUpdate,
 )
-from granular.domain.commands import CloseWallet, Command
+from granular.domain.commands import CloseWallet, Command, Transfer
 from granular.domain.slices import Kind
+from granular.services import advanced_claims
 from granular.services import commands as service
 from granular.services.accounts import Role
 from granular.services.commands import Accepted, RegistryCommands, Signed
@@ -74,7 +78,14 @@ def _accepted(accepted: Accepted) -> CommandAccepted:
     )
 
 
-def _signed(body: TransferCreate | ClaimCreate | OperatorSet | WalletClose) -> list[Signed]:
+def _signed(
+    body: TransferCreate
+    | TransferListCreate
+    | ClaimCreate
+    | AdvancedClaimCreate
+    | OperatorSet
+    | WalletClose,
+) -> list[Signed]:
     return [Signed(body.nonce, body.deadline, body.gas, body.signature_bytes())]
 
 
@@ -141,7 +152,7 @@ def transfer_slice(
     return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
 
 
-@router.get("/slices/transfer/typed-data", response_model=TypedDataListPublic)
+@router.get("/slices/transfer/typed-data", response_model=TypedDataPublic)
 def transfer_list_typed_data(
     caller: Caller,
     ctx: Commands,
@@ -150,22 +161,20 @@ def transfer_list_typed_data(
     transfer: Annotated[
         list[str],
         Query(
-            description="sliceId:to[:quantityWh], repeated; one signed request each",
+            description="sliceId:to[:quantityWh], repeated; all signed as one transferBatch",
             min_length=1,
             max_length=100,
         ),
     ],
+    nonce: OptionalNonce = None,
     deadline: OptionalDeadline = None,
     gas: OptionalGas = None,
-) -> TypedDataListPublic:
-    commands: list[Command] = [_parse_transfer(item) for item in transfer]
-    typed = service.typed_data(
-        ctx, sessions, signer=from_, commands=commands, deadline_s=deadline, gas=gas
-    )
-    return TypedDataListPublic(typed_data=typed)
+) -> TypedDataPublic:
+    command = service.transfer_list([_parse_transfer(item) for item in transfer])
+    return _one(ctx, sessions, from_, command, nonce, deadline, gas)
 
 
-def _parse_transfer(item: str) -> Command:
+def _parse_transfer(item: str) -> Transfer:
     parts = item.split(":")
     if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[::2]):
         raise service.InvalidField("transfer", item, "sliceId:to[:quantityWh]")
@@ -177,13 +186,13 @@ def _parse_transfer(item: str) -> Command:
 def transfer_slices(
     caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: TransferListCreate
 ) -> CommandAccepted:
-    """Several transfers of one signer, relayed in one transaction (forwarder executeBatch)."""
+    """Several transfers of one signer, signed once, relayed as one transferBatch (all or
+    nothing, in order)."""
     require_role(caller, *SIGNED_COMMAND_ROLES)
-    commands: list[Command] = [
-        service.transfer(t.slice_id, t.to, t.quantity_wh) for t in body.transfers
-    ]
-    signed = [Signed(t.nonce, t.deadline, t.gas, t.signature_bytes()) for t in body.transfers]
-    return _relay(ctx, sessions, now, body.from_, commands, signed)
+    command = service.transfer_list(
+        [service.transfer(t.slice_id, t.to, t.quantity_wh) for t in body.transfers]
+    )
+    return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
 
 
 @router.delete("/slices/{sliceID}", status_code=202, response_model=CommandAccepted)
@@ -228,6 +237,94 @@ def claim_slices(
     require_role(caller, *SIGNED_COMMAND_ROLES)
     command = service.resolve_claim(ctx, service.claim(body.source, body.target, body.quantity_wh))
     return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
+
+
+def _preferences(
+    fuel_code: str | None, tech_code: str | None, country_code: str | None, overlap: bool
+) -> advanced_claims.Preferences:
+    return advanced_claims.Preferences(fuel_code, tech_code, country_code, overlap)
+
+
+def _plan_public(advanced: advanced_claims.AdvancedPlan) -> AdvancedClaimPlanPublic:
+    return AdvancedClaimPlanPublic(
+        target=advanced.target,
+        wallet=advanced.wallet,
+        quantity_wh=advanced.quantity_wh,
+        period_start=advanced.period_start,
+        period_end=advanced.period_end,
+        claims=[
+            PlannedClaimPublic(
+                source=s.claim.production_slice_id,
+                quantity_wh=s.claim.quantity_wh,
+                whole=s.claim.whole,
+                period_start=s.candidate.period_start,
+                period_end=s.candidate.period_end,
+                fuel_code=s.candidate.fuel_code,
+                tech_code=s.candidate.tech_code,
+                country_code=s.candidate.country,
+            )
+            for s in advanced.sources
+        ],
+    )
+
+
+Code = Annotated[str | None, Query(max_length=32)]
+
+
+@router.get("/claims/advanced/typed-data", response_model=AdvancedClaimTypedDataPublic)
+def advanced_claim_typed_data(
+    caller: Caller,
+    ctx: Commands,
+    sessions: Sessions,
+    from_: FromQuery,
+    target: Annotated[int, Query(ge=1, description="the consumption slice")],
+    quantity_wh: OptionalWh = None,
+    fuel_code: Annotated[Code, Query(alias="fuelCode")] = None,
+    tech_code: Annotated[Code, Query(alias="techCode")] = None,
+    country_code: Annotated[Code, Query(alias="countryCode")] = None,
+    require_overlap: Annotated[bool, Query(alias="requireOverlap")] = False,
+    nonce: OptionalNonce = None,
+    deadline: OptionalDeadline = None,
+    gas: OptionalGas = None,
+) -> AdvancedClaimTypedDataPublic:
+    """The plan (which production slices, how much of each, best matches first: the same
+    period, then overlapping, then fuelCode, techCode and countryCode as preferred, then the
+    older slice) and the one claimBatch request to sign for it."""
+    advanced = advanced_claims.plan(
+        ctx,
+        sessions,
+        target=target,
+        quantity_wh=quantity_wh,
+        preferences=_preferences(fuel_code, tech_code, country_code, require_overlap),
+    )
+    typed = advanced_claims.typed_data(
+        ctx, sessions, signer=from_, advanced=advanced, nonce=nonce, deadline_s=deadline, gas=gas
+    )
+    return AdvancedClaimTypedDataPublic(typed_data=typed, plan=_plan_public(advanced))
+
+
+@router.post("/claims/advanced", status_code=202, response_model=CommandAccepted)
+def advanced_claim(
+    caller: Caller, ctx: Commands, sessions: Sessions, now: Now, body: AdvancedClaimCreate
+) -> CommandAccepted:
+    """Claim consumption slice `target` from its wallet's production slices, as planned by
+    typed-data; 409 `advanced_claim_plan_changed` when the plan is no longer the best."""
+    require_role(caller, *SIGNED_COMMAND_ROLES)
+    (signed,) = _signed(body)
+    accepted = advanced_claims.relay(
+        ctx,
+        sessions,
+        signer=body.from_,
+        target=body.target,
+        quantity_wh=body.quantity_wh,
+        preferences=_preferences(
+            body.fuel_code, body.tech_code, body.country_code, body.require_overlap
+        ),
+        signed_plan=[{"source": c.source, "quantityWh": c.quantity_wh} for c in body.claims],
+        signed=signed,
+        now=now,
+    )
+    return _accepted(accepted)
 
 
 # ------------------------------------------------------------------ wallets
