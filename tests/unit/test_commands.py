@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 import pytest
 
 from granular.domain.commands import (
+    BULK_CALL_GAS,
+    BULK_ENTRY_GAS,
     CALLDATA_GAS_PER_BYTE,
+    DEFAULT_REQUEST_GAS,
+    NEW_SLICE_GAS,
     FORWARDER_OVERHEAD_GAS,
     MAX_RELAY_GAS,
     MAX_REQUEST_GAS,
     MIN_REQUEST_GAS,
     TX_BASE_GAS,
     Claim,
+    ClaimBatch,
     CloseWallet,
     CommandRefused,
     ForwardRequest,
@@ -26,10 +31,12 @@ from granular.domain.commands import (
     RequestExpired,
     SetOperator,
     Transfer,
+    TransferBatch,
     Withdraw,
     WrongSigner,
     check_commands,
     check_relay,
+    proposed_gas,
     relay_gas_limit,
 )
 from granular.domain.slices import Kind, Slice, SliceState
@@ -281,3 +288,45 @@ def test_a_refusal_names_the_rule_and_its_values() -> None:
         "values": [7, 1700, 1701],
         "command": 0,
     }
+
+
+# ------------------------------------------------------------------ bulk commands
+
+
+def test_a_claim_batch_naming_the_consumption_remainder_is_checked_entry_by_entry() -> None:
+    view = View(
+        {
+            1: slice_(1, 300),
+            2: slice_(2, 500),
+            3: slice_(3, 1000, kind=Kind.CONSUMPTION),
+        }
+    )
+    plan = ClaimBatch((Claim(1, 3, 300), Claim(2, 0, 500)))
+
+    model = check_commands(view, OWNER, [plan])
+
+    claimed = sorted(s.quantity_wh for s in model.slices.values() if s.state == SliceState.CLAIMED)
+    assert claimed == [300, 300, 500, 500]
+    assert [s.quantity_wh for s in model.slices.values() if s.state == SliceState.ACTIVE] == [200]
+
+    # 201 Wh more than the remainder holds after the first entry: refused, naming entry 0's
+    # remainder slice and the numbers the contract would revert with.
+    with pytest.raises(CommandRefused) as refused:
+        check_commands(view, OWNER, [ClaimBatch((Claim(1, 3, 300), Claim(2, 0, 701)))])
+    assert refused.value.rule == "CertificateRegistryInsufficientQuantity"
+
+
+def test_the_gas_proposed_for_a_bulk_command_counts_its_entries_and_new_slices() -> None:
+    view = View({i: slice_(i, 100) for i in range(1, 11)})
+    whole = TransferBatch(tuple(Transfer(i, BUYER) for i in range(1, 11)))
+    parts = TransferBatch(tuple(Transfer(i, BUYER, 40) for i in range(1, 11)))
+
+    assert proposed_gas(view, OWNER, Transfer(1, BUYER)) == DEFAULT_REQUEST_GAS
+    assert proposed_gas(view, OWNER, whole) == max(
+        DEFAULT_REQUEST_GAS, BULK_CALL_GAS + 10 * BULK_ENTRY_GAS
+    )
+    # each part splits its slice in two: 20 new slices
+    assert proposed_gas(view, OWNER, parts) == BULK_CALL_GAS + 10 * BULK_ENTRY_GAS + 20 * (
+        NEW_SLICE_GAS
+    )
+    assert proposed_gas(view, OWNER, parts) <= MAX_REQUEST_GAS
