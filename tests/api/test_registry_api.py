@@ -169,6 +169,11 @@ def test_a_certificate_shows_its_header_slices_claims_and_transaction(
     assert [(c["claimID"], c["consumptionSliceID"], c["quantityWh"]) for c in body["claims"]] == [
         (4, 2, 1200)
     ]
+    # Provenance: where the reservation and the device's parameter revisions are served.
+    assert body["links"]["reservation"] == "/reservations/7"
+    assert body["links"]["device"] == "/devices/PLANT-ES100/revisions"
+    sliced = client.get(body["links"]["slices"], headers=keys.viewer).json()
+    assert [s["sliceID"] for s in sliced["slices"]] == [1, 4, 5]
 
 
 def test_a_certificate_of_another_issuer_has_no_header(
@@ -177,6 +182,7 @@ def test_a_certificate_of_another_issuer_has_no_header(
     body = client.get(f"{BASE}/certificates/6", headers=keys.viewer).json()
     assert body["header"] is None and body["headerCanonical"] is None
     assert body["fuelCode"] is None
+    assert set(body["links"]) == {"self", "slices", "claims"}
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -152,6 +153,10 @@ class CertificateDetailPublic(CertificatePublic):
     )
     slices: list[SlicePublic]
     claims: list[ClaimPublic]
+    links: dict[str, str] = Field(
+        description="provenance: the reservation and the device (its parameter revisions) "
+        "the certificate was issued for, when its header names them; its slices and claims"
+    )
 
     @classmethod
     def of_detail(cls, detail: CertificateDetail) -> CertificateDetailPublic:
@@ -162,7 +167,22 @@ class CertificateDetailPublic(CertificatePublic):
             header_canonical=raw,
             slices=[SlicePublic.of(s) for s in detail.slices],
             claims=[ClaimPublic.of(c) for c in detail.claims],
+            links=_provenance_links(detail.certificate),
         )
+
+
+def _provenance_links(view: CertificateView) -> dict[str, str]:
+    registry = "/interface/registry/v1"
+    links = {
+        "self": f"{registry}/certificates/{view.id}",
+        "slices": f"{registry}/slices?certificateID={view.id}",
+        "claims": f"{registry}/claims?certificateID={view.id}",
+    }
+    if view.reservation_id is not None:
+        links["reservation"] = f"/reservations/{quote(view.reservation_id, safe='')}"
+    if view.asset_id is not None:
+        links["device"] = f"/devices/{quote(view.asset_id, safe='')}/revisions"
+    return links
 
 
 class WalletPublic(_Public):
