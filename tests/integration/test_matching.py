@@ -117,12 +117,12 @@ def test_a_week_of_hourly_windows_gives_the_hand_computed_claims_and_score(
     assert active[0] == produced - sum(expected.values())  # surplus stays Active
     assert active[1] == consumed - sum(expected.values())  # the deficit
     status = matching.status_of(sessions=sessions, reservation_id=fleet.reservation_id)
-    assert status is not None and status["state"] == matching.UP_TO_DATE
-    assert status["claimedWh"] == sum(expected.values())
-    assert status["deficitWh"] == consumed - sum(expected.values())
-    assert status["surplusWh"] == produced - sum(expected.values())
+    assert status is not None and status.state is matching.MatchingState.UP_TO_DATE
+    assert status.claimed_wh == sum(expected.values())
+    assert status.deficit_wh == consumed - sum(expected.values())
+    assert status.surplus_wh == produced - sum(expected.values())
     score = Fraction(sum(expected.values()), consumed)
-    assert status["score"] == f"{int(score * 10_000) // 10_000}.{int(score * 10_000) % 10_000:04d}"
+    assert status.score == f"{int(score * 10_000) // 10_000}.{int(score * 10_000) % 10_000:04d}"
     # Claims came in few transactions: one claimBatch per reservation pass.
     with sessions() as session:
         batches = session.scalar(
@@ -150,8 +150,8 @@ def test_no_approval_means_no_claim_and_the_reservation_says_why(
 
     assert (report.claims_submitted, report.waiting_for_operator) == (0, 1)
     status = matching.status_of(sessions=sessions, reservation_id=fleet.reservation_id)
-    assert status is not None and status["state"] == "waiting_for_operator"
-    assert "operator" in status["detail"] and status["claimedWh"] == 0
+    assert status is not None and status.state is matching.MatchingState.WAITING_FOR_OPERATOR
+    assert "operator" in status.detail and status.claimed_wh == 0
     with sessions() as session:
         assert not session.scalar(
             select(TxRequest.id).where(TxRequest.idempotency_key.like("matching:%"))
@@ -241,7 +241,7 @@ def test_a_slice_the_holder_moved_by_hand_is_skipped_never_reverted(
     moved = chain.registry.functions.sliceOf(solar_slice[0]).call()
     assert (moved[0], moved[2], moved[3]) == (stranger, ACTIVE, 4_000)
     status = matching.status_of(sessions=sessions, reservation_id=fleet.reservation_id)
-    assert status is not None and status["deficitWh"] == 3_000
+    assert status is not None and status.deficit_wh == 3_000
 
 
 def test_whole_slice_claims_alone_are_mirrored_with_the_wallet_counters(

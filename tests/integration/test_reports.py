@@ -93,6 +93,10 @@ def test_reports_of_a_matched_wallet(
         assert (row["fuelCode"], row["country"]) == ("ES100", "KEN")
         by_hour[row["start"]] = by_hour.get(row["start"], 0) + row["claimedWh"]
     assert list(by_hour.values()) == MATCHED
+    documented = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(body) == set(documented["ClaimsReportPublic"]["properties"])
+    assert set(origin.json()) == set(documented["OriginReportPublic"]["properties"])
+    assert list(origin.json()["rows"][0]) == list(documented["OriginRowPublic"]["properties"])
     origin_csv = client.get("/reports/origin", params={**period, "format": "csv"}, headers=mine)
     assert origin_csv.text.splitlines()[0] == "start,device,fuelCode,techCode,country,claimedWh"
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from granular.api.schemas_reports import MatchingPublic
 from granular.domain.devices import COLUMNS, REQUIRED
 
 
@@ -263,21 +264,6 @@ class VolumesPublic(_Public):
     requested_wh: int = Field(alias="requestedWh")
     failed_wh: int = Field(alias="failedWh")
     leftover_wh: int = Field(alias="leftoverWh")
-
-
-class MatchingPublic(_Public):
-    """Matching claims of a reservation with consumption devices (DESIGN §4): the last
-    pass's state (e.g. `waiting_for_operator`, `up_to_date`) and the Wh over its windows."""
-
-    state: str
-    detail: str | None
-    updated_at: str = Field(alias="updatedAt")
-    claimed_wh: int = Field(alias="claimedWh")
-    consumed_wh: int = Field(alias="consumedWh")
-    produced_wh: int = Field(alias="producedWh")
-    deficit_wh: int = Field(alias="deficitWh")
-    surplus_wh: int = Field(alias="surplusWh")
-    score: str | None = Field(description="claimed Wh / consumed Wh, a decimal text")
 
 
 class ReservationPublic(_Public):

@@ -30,8 +30,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from fractions import Fraction
-from typing import Any
 
 from eth_utils.address import to_checksum_address
 from sqlalchemy import Engine
@@ -51,11 +51,14 @@ log = logging.getLogger("granular.matching")
 
 PRODUCTION, CONSUMPTION = 0, 1  # the registry's Kind
 
-# matching status of a reservation
-WAITING_FOR_OPERATOR = "waiting_for_operator"
-CLAIMING = "claiming"  # a claimBatch is in flight or not yet mirrored
-UP_TO_DATE = "up_to_date"  # every ready window is matched as far as its slices allow
-WAITING_FOR_CERTIFICATES = "waiting_for_certificates"
+
+class MatchingState(StrEnum):
+    """The matching status of a reservation after a pass (stored as its value)."""
+
+    WAITING_FOR_OPERATOR = "waiting_for_operator"  # the issuer is not the wallet's operator
+    CLAIMING = "claiming"  # a claimBatch is in flight or not yet mirrored
+    UP_TO_DATE = "up_to_date"  # every ready window is matched as far as its slices allow
+    WAITING_FOR_CERTIFICATES = "waiting_for_certificates"  # a window not yet all confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,23 +168,23 @@ def claim(
             db.set_status(
                 session=session,
                 reservation_id=reservation_id,
-                state=state,
+                state=state.value,  # a plain str: a driver may store an Enum by its name
                 detail=_DETAILS.get(state),
                 now=now,
             )
         submitted += entries
         matched += wh
-        waiting += state == WAITING_FOR_OPERATOR
+        waiting += state == MatchingState.WAITING_FOR_OPERATOR
     return MatchReport(len(reservations), submitted, matched, waiting)
 
 
 _DETAILS = {
-    WAITING_FOR_OPERATOR: (
+    MatchingState.WAITING_FOR_OPERATOR: (
         "the reservation wallet has not approved the issuer as its operator "
         "(setOperator, e.g. POST /interface/registry/v1/wallets/{wallet}/operators); "
         "nothing is claimed until it does"
     ),
-    CLAIMING: "a claimBatch is on its way; the next pass goes on once it is mirrored",
+    MatchingState.CLAIMING: "a claimBatch is on its way; the next pass goes on once it is mirrored",
 }
 
 
@@ -191,10 +194,10 @@ def _claim_reservation(
     reservation_id: int,
     wallet: str,
     now: datetime,
-) -> tuple[int, int, str]:
+) -> tuple[int, int, MatchingState]:
     records = db.claims_of(session=session, reservation_id=reservation_id)
     if any(r.state == db.SENT for r in records):
-        return 0, 0, CLAIMING
+        return 0, 0, MatchingState.CLAIMING
     mirror_at = db.mirror_block(session=session, chain_id=context.chain_id)
     if any(
         r.state == db.CONFIRMED
@@ -202,9 +205,9 @@ def _claim_reservation(
         and (mirror_at is None or r.block_number > mirror_at)
         for r in records
     ):
-        return 0, 0, CLAIMING
+        return 0, 0, MatchingState.CLAIMING
     if not mirror_db.is_operator(session=session, wallet=wallet, operator=context.issuer):
-        return 0, 0, WAITING_FOR_OPERATOR
+        return 0, 0, MatchingState.WAITING_FOR_OPERATOR
     items = db.window_items(
         session=session, reservation_id=reservation_id, chain_id=context.chain_id
     )
@@ -228,7 +231,7 @@ def _claim_reservation(
     ]
     if not wanted:
         waiting = any(not w.ready for w in windows)
-        return 0, 0, WAITING_FOR_CERTIFICATES if waiting else UP_TO_DATE
+        return 0, 0, MatchingState.WAITING_FOR_CERTIFICATES if waiting else MatchingState.UP_TO_DATE
     slices = db.active_slices(
         session=session,
         owner=wallet,
@@ -252,7 +255,7 @@ def _claim_reservation(
         )
     plans = rules.plan(states, context.batch_size)
     if not plans:
-        return 0, 0, UP_TO_DATE
+        return 0, 0, MatchingState.UP_TO_DATE
     by_start = {w.start: w for w in wanted}
     new = [
         db.NewClaim(
@@ -295,13 +298,29 @@ def _claim_reservation(
         claimed,
         key,
     )
-    return len(entries), claimed, CLAIMING
+    return len(entries), claimed, MatchingState.CLAIMING
 
 
 # --- what a reservation shows ---------------------------------------------------------------
 
 
-def status_of(*, sessions: sessionmaker[Session], reservation_id: int) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class MatchingStatus:
+    """A reservation's matching: the last pass's state and when it changed, and the Wh
+    over the reservation's windows."""
+
+    state: MatchingState
+    detail: str | None
+    updated_at: datetime
+    claimed_wh: int
+    consumed_wh: int
+    produced_wh: int
+    deficit_wh: int  # consumption no production was claimed against
+    surplus_wh: int  # production left unclaimed
+    score: str | None  # claimed / consumed, decimal text; None without consumption
+
+
+def status_of(*, sessions: sessionmaker[Session], reservation_id: int) -> MatchingStatus | None:
     """The `matching` field of GET /reservations/{id}: the last pass's state, the claimed
     and consumed Wh over the reservation's windows and the score (None: no matching)."""
     with sessions() as session:
@@ -312,19 +331,17 @@ def status_of(*, sessions: sessionmaker[Session], reservation_id: int) -> dict[s
     state, detail, updated_at = status
     claimed = sum(t.claimed_wh for t in totals)
     consumed = sum(t.consumption_wh for t in totals)
-    produced = sum(t.production_wh for t in totals)
-    value = rules.score(claimed, consumed)
-    return {
-        "state": state,
-        "detail": detail,
-        "updatedAt": updated_at.isoformat(),
-        "claimedWh": claimed,
-        "consumedWh": consumed,
-        "producedWh": produced,
-        "deficitWh": sum(rules.deficit_wh(t.consumption_wh, t.claimed_wh) for t in totals),
-        "surplusWh": sum(rules.surplus_wh(t.production_wh, t.claimed_wh) for t in totals),
-        "score": score_text(value),
-    }
+    return MatchingStatus(
+        state=MatchingState(state),
+        detail=detail,
+        updated_at=updated_at,
+        claimed_wh=claimed,
+        consumed_wh=consumed,
+        produced_wh=sum(t.production_wh for t in totals),
+        deficit_wh=sum(rules.deficit_wh(t.consumption_wh, t.claimed_wh) for t in totals),
+        surplus_wh=sum(rules.surplus_wh(t.production_wh, t.claimed_wh) for t in totals),
+        score=score_text(rules.score(claimed, consumed)),
+    )
 
 
 def score_text(value: Fraction | None) -> str | None:

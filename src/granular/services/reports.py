@@ -13,11 +13,10 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,9 +144,50 @@ def _totals(claims: Iterable[db.ClaimedEnergy], key: str) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedBucket:
+    """Claimed Wh of one bucket of the period (by its production's period start)."""
+
+    start: datetime
+    claimed_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsReport:
+    wallets: list[str] | None  # None: every wallet
+    period: Period
+    claimed_wh: int
+    consumed_wh: int
+    score: str | None  # claimed / consumed, decimal text; None without consumption
+    claims: int  # how many claims
+    by_fuel_code: dict[str, int]
+    by_tech_code: dict[str, int]
+    by_country: dict[str, int]
+    by_device: dict[str, int]
+    series: list[ClaimedBucket]
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRow:
+    start: datetime
+    device: str
+    fuel_code: str
+    tech_code: str
+    country: str
+    claimed_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class OriginReport:
+    wallets: list[str] | None
+    period: Period
+    claimed_wh: int
+    rows: list[OriginRow]
+
+
 def claims_report(
     *, sessions: sessionmaker[Session], wallets: list[str] | None, period: Period
-) -> dict[str, Any]:
+) -> ClaimsReport:
     """Claimed energy over the period: totals by fuelCode, techCode, country and device,
     the consumed energy and the matching score (claimed / consumed), and a time series at
     the period's resolution."""
@@ -160,68 +200,52 @@ def claims_report(
     claimed = sum(c.quantity_wh for c in claims)
     series: dict[datetime, int] = dict.fromkeys(buckets(period), 0)
     for claim in claims:
-        if claim.period_start is not None:
-            series[bucket(claim.period_start, period.resolution)] += claim.quantity_wh
-    return {
-        "wallets": wallets,
-        "from": period.start.isoformat(),
-        "to": period.end.isoformat(),
-        "resolution": period.resolution.value,
-        "claimedWh": claimed,
-        "consumedWh": consumed,
-        "score": score_text(score(claimed, consumed)),  # the matching score of the period
-        "claims": len(claims),
-        "byFuelCode": _totals(claims, "fuel_code"),
-        "byTechCode": _totals(claims, "tech_code"),
-        "byCountry": _totals(claims, "country"),
-        "byDevice": _totals(claims, "asset_id"),
-        "series": [{"start": s.isoformat(), "claimedWh": wh} for s, wh in series.items()],
-    }
+        series[bucket(claim.period_start, period.resolution)] += claim.quantity_wh
+    return ClaimsReport(
+        wallets=wallets,
+        period=period,
+        claimed_wh=claimed,
+        consumed_wh=consumed,
+        score=score_text(score(claimed, consumed)),
+        claims=len(claims),
+        by_fuel_code=_totals(claims, "fuel_code"),
+        by_tech_code=_totals(claims, "tech_code"),
+        by_country=_totals(claims, "country"),
+        by_device=_totals(claims, "asset_id"),
+        series=[ClaimedBucket(s, wh) for s, wh in series.items()],
+    )
 
 
 def origin_report(
     *, sessions: sessionmaker[Session], wallets: list[str] | None, period: Period
-) -> dict[str, Any]:
+) -> OriginReport:
     """Where the claimed energy came from: one row per (period bucket, device, fuelCode,
-    techCode, country) with its Wh."""
+    techCode, country) with its Wh, in that order; a header field the mirror does not know
+    is `unknown`."""
     claims = _claims(sessions, wallets, period)
-    rows: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+    rows: dict[tuple[datetime, str, str, str, str], int] = defaultdict(int)
     for claim in claims:
-        start = claim.period_start
         key = (
-            bucket(start, period.resolution).isoformat() if start is not None else "",
+            bucket(claim.period_start, period.resolution),
             claim.asset_id or "unknown",
             claim.fuel_code or "unknown",
             claim.tech_code or "unknown",
             claim.country or "unknown",
         )
         rows[key] += claim.quantity_wh
-    return {
-        "wallets": wallets,
-        "from": period.start.isoformat(),
-        "to": period.end.isoformat(),
-        "resolution": period.resolution.value,
-        "claimedWh": sum(c.quantity_wh for c in claims),
-        "rows": [
-            {
-                "start": k[0],
-                "device": k[1],
-                "fuelCode": k[2],
-                "techCode": k[3],
-                "country": k[4],
-                "claimedWh": wh,
-            }
-            for k, wh in sorted(rows.items())
-        ],
-    }
+    return OriginReport(
+        wallets=wallets,
+        period=period,
+        claimed_wh=sum(c.quantity_wh for c in claims),
+        rows=[OriginRow(*key, claimed_wh=wh) for key, wh in sorted(rows.items())],
+    )
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows of one report as CSV, the header from the first row's keys."""
-    if not rows:
-        return ""
+def to_csv(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> str:
+    """Rows of one report as CSV under a header of `columns` (the header alone when there
+    is no row); a row key that is not a column is an error, not a dropped value."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
@@ -250,10 +274,9 @@ def hourly(
     for kind, start, wh in certified:
         rows.setdefault(bucket(start, Resolution.HOURLY), [0, 0, 0])[kind] += wh
     for claim in _claims(sessions, wallets, hourly_period):
-        if claim.period_start is not None:
-            rows.setdefault(bucket(claim.period_start, Resolution.HOURLY), [0, 0, 0])[2] += (
-                claim.quantity_wh
-            )
+        rows.setdefault(bucket(claim.period_start, Resolution.HOURLY), [0, 0, 0])[2] += (
+            claim.quantity_wh
+        )
     return [Hour(h, p, c, m) for h, (p, c, m) in sorted(rows.items())]
 
 

@@ -408,7 +408,7 @@ class ClaimedEnergy:
     fuel_code: str | None
     tech_code: str | None
     country: str | None
-    period_start: datetime | None
+    period_start: datetime  # the query keeps only certificates whose period is known
 
 
 def claimed_energy(
@@ -446,9 +446,7 @@ def claimed_energy(
     if wallets is not None:
         query = query.where(MirrorClaimRow.consumer.in_(sorted(wallets)))
     return [
-        ClaimedEnergy(
-            int(i), int(q), str(w), int(cc), int(pc), a, f, t, c, None if p is None else as_utc(p)
-        )
+        ClaimedEnergy(int(i), int(q), str(w), int(cc), int(pc), a, f, t, c, as_utc(p))
         for i, q, w, cc, pc, a, f, t, c, p in session.execute(query)
     ]
 

@@ -27,6 +27,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, fi
 
 from granular.api.deps import Caller, Now, Sessions
 from granular.api.schemas_fleet import ReservationPublic, ReservationsPublic
+from granular.api.schemas_reports import MatchingPublic
 from granular.domain.devices import DeviceKind
 from granular.domain.gas import Tier
 from granular.domain.units import MAX_WH
@@ -255,4 +256,6 @@ def get_reservation(
     # Matching claims of a reservation with consumption devices (services.matching): shown
     # once the matching job has looked at it (e.g. waiting for the operator approval).
     status = matching.status_of(sessions=sessions, reservation_id=reservation_id)
-    return reservation_json(view) | ({"matching": status} if status is not None else {})
+    if status is None:
+        return reservation_json(view)
+    return reservation_json(view) | {"matching": MatchingPublic.of(status)}
