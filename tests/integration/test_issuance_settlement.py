@@ -4,12 +4,13 @@ The item that reaches the target reverts on chain (the issuer lost ISSUER_ROLE):
 reservation is not completed, its volume is failed, not counted; once the role is back the
 next plan mints that volume again (with a late read's energy as leftover), the target is
 reached when confirmed, and every Wh is counted once: on chain, in the items and in the
-reservation's totals. Also after the reservation's end, when every window was considered.
+reservation's totals. A revert is retried after a backoff that doubles per revert of the
+window. Also after the reservation's end, when every window was considered.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -44,6 +45,7 @@ ISSUER_ROLE = keccak(text="ISSUER_ROLE")
 DAY = utc(2026, 6, 30)
 H1 = utc(2026, 6, 30, 1)
 TARGET_WH = 7_000
+S = timedelta(seconds=1)
 
 
 def _states(sessions: sessionmaker[Session], rid: int) -> dict[tuple[datetime, int], Any]:
@@ -114,8 +116,18 @@ def test_a_reverted_item_that_reached_the_target_is_issued_again_once(
     assert reverted.failure_code == "AccessControlUnauthorizedAccount"
     assert reservation_row(sessions, rid) == (5_000, 2_000, 4_000, None)
 
+    # Retried after a backoff (60 s, doubling per revert of the window): held until then.
+    def planned_at(moment: datetime) -> int:
+        return issuance.plan(sessions=sessions, context=ctx, now=moment).items_planned
+
+    retry = second_pass + 60 * S
+    assert (planned_at(retry - S), planned_at(retry)) == (0, 1)
+    assert issue_all(sessions, ctx, sender, retry).failed == 1  # the role is still revoked
+    assert planned_at(retry + 119 * S) == 0
+    assert reservation_row(sessions, rid) == (5_000, 2_000, 4_000, None)
+
     # The cause is removed and a late read arrives for hour 1: the reverted 2,000 is
-    # minted again (sequence 3), the late 1,000 is beyond the target (sequence 4).
+    # minted again (sequence 4), the late 1,000 is beyond the target (sequence 5).
     chain.send(chain.registry.functions.grantRole(ISSUER_ROLE, issuer), issuer)
     reads(
         sessions,
@@ -139,10 +151,11 @@ def test_a_reverted_item_that_reached_the_target_is_issued_again_once(
         (DAY, 1): (5_000, "issued"),
         (H1, 1): (2_000, "retried"),
         (H1, 2): (4_000, "leftover"),
-        (H1, 3): (2_000, "issued"),
-        (H1, 4): (1_000, "leftover"),
+        (H1, 3): (2_000, "retried"),
+        (H1, 4): (2_000, "issued"),
+        (H1, 5): (1_000, "leftover"),
     }
-    # 12,000 Wh read = 7,000 issued + 5,000 leftover; the retried 2,000 is counted nowhere.
+    # 12,000 Wh read = 7,000 issued + 5,000 leftover; retried items are counted nowhere.
     row = reservation_row(sessions, rid)
     assert (*row[:3], as_utc(row[3])) == (7_000, 0, 5_000, third_pass)
     minted = chain.registry.events.CertificateIssued().get_logs(from_block=0)

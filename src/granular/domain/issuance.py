@@ -19,15 +19,20 @@ window order then device id:
    of production the buyer ordered).
 
 The target is settled on chain, not planned (`settle_target`). An item whose batch reverts
-on chain (isolated by bisection) is *reverted*: its volume is neither accounted for its
-window nor counted toward the target, so the next plan finds it again as new energy of its
-window (with any late read) and plans it once more, sequence + 1, minted up to the target
-and leftover beyond it exactly as the first time. The reverted item keeps its row (then
-marked *retried*) and is never counted again. Hence the reservation completes (and the
-buyer is told the target is reached) only when the production *confirmed* on chain reaches
-the target: planned volume may still fail, confirmed volume cannot. Without authority to
-exceed, what is planned never exceeds the target, so when confirmed volume reaches it
-nothing is in flight and the reservation never has to be re-opened.
+on chain (isolated by bisection) is *reverted*: once its retry is due (`hold_back`) its
+volume is neither accounted for its window nor counted toward the target, so that plan
+finds it again as new energy of its window (with any late read) and plans it once more,
+sequence + 1, minted up to the target and leftover beyond it exactly as the first time.
+The reverted item keeps its row (then marked *retried*) and is never counted again. Until
+its retry is due, it is held like an item in flight (accounted and counted), so a cause
+that stays (a closed wallet) costs an item per backoff, not one per pass.
+
+Hence the reservation completes (and the buyer is told the target is reached) only when
+the production *confirmed* on chain reaches the target: planned volume may still fail,
+confirmed volume cannot. Without authority to exceed, what is planned never exceeds the
+target, so when confirmed volume reaches it nothing is in flight and the reservation
+never has to be re-opened (completing on planned volume and re-opening on a revert would
+be no simpler, and wrong meanwhile: a completed reservation's devices are released).
 
 Every item carries its quantity, so the sum of a (device, window)'s accounted items always
 equals the energy known for it, and a second plan with the first one's items accounted
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -254,6 +259,55 @@ def plan_reservation(
 class TargetSettlement:
     reached: bool  # confirmed production reached the target just now: warn the buyer
     completes: bool  # reached without authority to exceed: the reservation completes
+
+
+@dataclass(frozen=True, slots=True)
+class RevertedItem:
+    """An item whose batch reverted on chain, its volume waiting to be planned again."""
+
+    item_id: int
+    device_id: int
+    window_start: datetime
+    kind: DeviceKind
+    quantity_wh: int
+    reverted_at: datetime
+    reverts: int  # reverted or retried items of its (device, window), itself included
+
+
+def retry_at(item: RevertedItem, *, initial_s: int, max_s: int) -> datetime:
+    """When a reverted item's volume may be planned again: `initial_s` after it reverted,
+    doubling with each earlier revert of its window, at most `max_s`."""
+    exponent = min(max(item.reverts - 1, 0), 32)  # max_s caps it long before 2**32
+    return item.reverted_at + timedelta(seconds=min(max_s, initial_s * 2**exponent))
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    due: tuple[int, ...]  # ids of the reverted items whose volume this plan takes up again
+    held_wh: Mapping[tuple[int, datetime], int]  # (device, window) -> volume still waiting
+    held_production_wh: int  # of which production: counted toward the target meanwhile
+
+
+def hold_back(
+    reverted: Iterable[RevertedItem], now: datetime, *, initial_s: int, max_s: int
+) -> Retries:
+    """Split reverted items into those due for planning again and those still waiting.
+
+    The service reads accounted and counted volume without any reverted item; the
+    waiting ones are added back (held like items in flight), the due ones are planned
+    again by this plan and then marked retried."""
+    due: list[int] = []
+    held: dict[tuple[int, datetime], int] = {}
+    held_production = 0
+    for item in reverted:
+        if now >= retry_at(item, initial_s=initial_s, max_s=max_s):
+            due.append(item.item_id)
+            continue
+        key = (item.device_id, item.window_start)
+        held[key] = held.get(key, 0) + item.quantity_wh
+        if item.kind is DeviceKind.PRODUCTION:
+            held_production += item.quantity_wh
+    return Retries(tuple(sorted(due)), held, held_production)
 
 
 def settle_target(

@@ -74,6 +74,7 @@ from granular.domain.issuance import (
     build_header,
     chunks,
     halves,
+    hold_back,
     idempotency_key,
     max_batch_items,
     plan_reservation,
@@ -133,6 +134,8 @@ class IssuanceContext:
     max_energy_policy: MaxEnergyPolicy = field(default_factory=MaxEnergyPolicy)
     gas_cap: int = 16_777_216  # per-transaction gas cap the batch size is held under
     items_per_commit: int = 1_000  # batches written per DB transaction (whole batches)
+    retry_initial_s: int = 60  # a reverted item's volume is planned again after this,
+    retry_max_s: int = 86_400  # doubling with each revert of its window, at most this
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,7 @@ def _plan_one(
     reverted = db.reverted_items(session=session, reservation_id=reservation_id)
     if considered is not None and considered >= horizon and not reverted:
         return None  # every window was considered after the reservation's end
+    retries = hold_back(reverted, now, initial_s=context.retry_initial_s, max_s=context.retry_max_s)
     due_by = now - timedelta(seconds=context.grace_s)
     revisions = db.revisions_in_force(session=session, device_ids=list(until), at=now)
     until = {d: u for d, u in until.items() if d in revisions}
@@ -280,11 +284,13 @@ def _plan_one(
     windows = _due_windows(reservation, intervals, kinds, until, due_by, considered)
     if not windows:
         return None
+    # Reverted volume not yet due for a retry is held like volume in flight.
     accounted = {
-        k: Accounted(total, seq)
+        k: Accounted(total + retries.held_wh.get(k, 0), seq)
         for k, (total, seq) in db.accounted(session=session, reservation_id=reservation_id).items()
     }
     counted = db.counted_production_wh(session=session, reservation_id=reservation_id)
+    counted += retries.held_production_wh
     target = TargetState(
         reservation_id=reservation.id,
         target_volume_wh=reservation.target_volume_wh,
@@ -345,7 +351,7 @@ def _plan_one(
             others.append(_new_item(planned, reservation.wallet, state, None, provenance))
     latest = max((w.period_end for w in windows), default=None)
     return (
-        _Planned(reservation.id, others, latest, reverted, warnings),
+        _Planned(reservation.id, others, latest, list(retries.due), warnings),
         mints,
     )
 

@@ -52,6 +52,8 @@ from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRevisionRow, DeviceRow
 from granular.adapters.db.readings import EnergyIntervalRow
 from granular.adapters.db.reservations import ReservationDeviceRow, ReservationRow
+from granular.domain.devices import DeviceKind
+from granular.domain.issuance import RevertedItem
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -153,6 +155,7 @@ class IssuanceReservationStateRow(Base):
 _ITEMS = cast(Table, IssuanceItemRow.__table__)
 _PROVENANCE = cast(Table, IssuanceProvenanceRow.__table__)
 _CERTIFICATES = cast(Table, IssuedCertificateRow.__table__)
+_RELEASED_ITEMS = _ITEMS.alias("released_items")
 
 
 # --- values -------------------------------------------------------------------------------
@@ -335,18 +338,40 @@ def accounted(
     return {(d, as_utc(w)): (int(total), int(seq)) for d, w, total, seq in rows}
 
 
-def reverted_items(*, session: Session, reservation_id: int) -> list[int]:
-    """Ids of the reservation's reverted items: volume the next plan takes up again."""
-    return list(
-        session.scalars(
-            select(IssuanceItemRow.id)
-            .where(
-                IssuanceItemRow.reservation_id == reservation_id,
-                IssuanceItemRow.state == REVERTED,
-            )
-            .order_by(IssuanceItemRow.id)
+def reverted_items(*, session: Session, reservation_id: int) -> list[RevertedItem]:
+    """The reservation's reverted items (volume to plan again), each with when it reverted
+    and how many items of its (device, window) reverted so far, itself included."""
+    reverts = (
+        select(func.count())
+        .select_from(_RELEASED_ITEMS)
+        .where(
+            _RELEASED_ITEMS.c.reservation_id == IssuanceItemRow.reservation_id,
+            _RELEASED_ITEMS.c.device_id == IssuanceItemRow.device_id,
+            _RELEASED_ITEMS.c.window_start == IssuanceItemRow.window_start,
+            _RELEASED_ITEMS.c.state.in_(RELEASED),
         )
+        .scalar_subquery()
     )
+    rows = session.execute(
+        select(
+            IssuanceItemRow.id,
+            IssuanceItemRow.device_id,
+            IssuanceItemRow.window_start,
+            IssuanceItemRow.kind,
+            IssuanceItemRow.quantity_wh,
+            IssuanceItemRow.updated_at,
+            reverts,
+        )
+        .where(
+            IssuanceItemRow.reservation_id == reservation_id,
+            IssuanceItemRow.state == REVERTED,
+        )
+        .order_by(IssuanceItemRow.id)
+    ).tuples()
+    return [
+        RevertedItem(i, d, as_utc(w), DeviceKind(k), int(q), as_utc(at), int(n))
+        for i, d, w, k, q, at, n in rows
+    ]
 
 
 def counted_production_wh(*, session: Session, reservation_id: int) -> int:
