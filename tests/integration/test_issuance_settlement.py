@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.chain.anvil import Anvil
 from granular.adapters.db.base import as_utc
+from granular.adapters.db.issuance import IssuanceBatchRow, IssuanceItemRow
+from granular.adapters.db.migrate import downgrade, upgrade
 from granular.domain.reads import ReadKind
 from granular.domain.windows import Frequency
 from granular.services import issuance
@@ -167,3 +169,70 @@ def test_a_reverted_item_that_reached_the_target_is_issued_again_once(
     assert sum(quantities) == TARGET_WH
     # Completed by its target: nothing is planned again.
     assert issuance.plan(sessions=sessions, context=ctx, now=third_pass).items_planned == 0
+
+
+def test_migration_0015_gives_items_failed_by_a_revert_back_to_planning(
+    engine: Engine, sessions: sessionmaker[Session], buyer: str
+) -> None:
+    """Before 0015 an item isolated from a reverted batch was failed for good: it becomes
+    reverted; a physical re-check failure and an already-issued batch's items stay failed."""
+    owner = principal(sessions, "plant", "device_owner")
+    device = add_device(sessions, owner, "d1", now=DAY)
+    rid = reserve(
+        sessions,
+        principal(sessions, "buyer", "buyer"),
+        [device],
+        frequency=Frequency.HOURLY,
+        start=DAY,
+        end=utc(2026, 7, 1),
+        wallet=buyer,
+        now=utc(2026, 6, 30, 3),
+    )
+    with sessions.begin() as session:
+        batch = IssuanceBatchRow(
+            chain_id=1,
+            batch_id="0x" + "11" * 32,
+            idempotency_key="issuance:0x" + "11" * 32,
+            tier="fast",
+            state="failed",
+            item_count=1,
+            created_at=DAY,
+            updated_at=DAY,
+        )
+        session.add(batch)
+        session.flush()
+        for sequence, (batch_row, code) in enumerate(
+            [
+                (batch.id, "CertificateRegistryWalletClosed"),
+                (batch.id, "CertificateRegistryBatchAlreadyIssued"),
+                (None, "max_energy_physical"),
+            ],
+            start=1,
+        ):
+            session.add(
+                IssuanceItemRow(
+                    reservation_id=rid,
+                    device_id=device,
+                    window_start=DAY,
+                    sequence=sequence,
+                    period_start=DAY,
+                    period_end=H1,
+                    kind="production",
+                    quantity_wh=1_000,
+                    owner=buyer,
+                    state="failed",
+                    batch_row_id=batch_row,
+                    failure_code=code,
+                    created_at=DAY,
+                    updated_at=DAY,
+                )
+            )
+
+    downgrade(engine, "0014")
+    upgrade(engine)
+
+    assert [(i.sequence, i.state) for i in items(sessions, rid)] == [
+        (1, "reverted"),
+        (2, "failed"),
+        (3, "failed"),
+    ]
