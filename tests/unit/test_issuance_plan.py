@@ -27,8 +27,8 @@ from granular.domain.issuance import (
     TargetState,
     batch_id,
     build_header,
+    due_for_retry,
     halves,
-    hold_back,
     idempotency_key,
     max_batch_items,
     plan_reservation,
@@ -166,12 +166,6 @@ def test_a_reverted_item_is_planned_again_once_with_a_late_read_and_the_target_s
     )
 
 
-def reverted_item(
-    item_id: int, reverts: int, kind: DeviceKind = DeviceKind.PRODUCTION, hour: int = 1
-) -> RevertedItem:
-    return RevertedItem(item_id, 1, H0 + hour * HOUR, kind, 2_000, H0 + 3 * HOUR, reverts)
-
-
 @pytest.mark.parametrize(
     ("reverts", "wait_s"),
     [(1, 60), (2, 120), (3, 240), (40, 86_400)],
@@ -180,23 +174,11 @@ def reverted_item(
 def test_a_reverted_item_is_retried_after_a_backoff_that_doubles_per_revert(
     reverts: int, wait_s: int
 ) -> None:
-    item = reverted_item(7, reverts)
+    item = RevertedItem(7, H0, reverts)
     due = retry_at(item, initial_s=60, max_s=86_400)
-    assert due == item.reverted_at + timedelta(seconds=wait_s)
-    waiting = hold_back([item], due - timedelta(seconds=1), initial_s=60, max_s=86_400)
-    assert (waiting.due, waiting.held_wh, waiting.held_production_wh) == (
-        (),
-        {(1, H0 + HOUR): 2_000},
-        2_000,
-    )
-    assert hold_back([item], due, initial_s=60, max_s=86_400).due == (7,)
-
-
-def test_waiting_consumption_is_held_for_its_window_but_not_counted_to_the_target() -> None:
-    items = [reverted_item(3, 1, DeviceKind.CONSUMPTION), reverted_item(4, 1, hour=2)]
-    retries = hold_back(items, H0 + 3 * HOUR, initial_s=60, max_s=86_400)
-    assert retries.held_wh == {(1, H0 + HOUR): 2_000, (1, H0 + 2 * HOUR): 2_000}
-    assert retries.held_production_wh == 2_000
+    assert due == H0 + timedelta(seconds=wait_s)
+    waiting = RevertedItem(8, H0 + timedelta(seconds=1), reverts)
+    assert due_for_retry([item, waiting], due, initial_s=60, max_s=86_400) == (7,)
 
 
 @pytest.mark.parametrize(

@@ -19,13 +19,14 @@ window order then device id:
    of production the buyer ordered).
 
 The target is settled on chain, not planned (`settle_target`). An item whose batch reverts
-on chain (isolated by bisection) is *reverted*: once its retry is due (`hold_back`) its
+on chain (isolated by bisection) is *reverted*: once its retry is due its
 volume is neither accounted for its window nor counted toward the target, so that plan
 finds it again as new energy of its window (with any late read) and plans it once more,
 sequence + 1, minted up to the target and leftover beyond it exactly as the first time.
 The reverted item keeps its row (then marked *retried*) and is never counted again. Until
-its retry is due, it is held like an item in flight (accounted and counted), so a cause
-that stays (a closed wallet) costs an item per backoff, not one per pass.
+its retry is due (`due_for_retry`), it is held like an item in flight (accounted and
+counted), so a cause that stays (a closed wallet) costs an item per backoff, not one per
+pass.
 
 Hence the reservation completes (and the buyer is told the target is reached) only when
 the production *confirmed* on chain reaches the target: planned volume may still fail,
@@ -106,8 +107,9 @@ class DeviceWindow:
 
 @dataclass(frozen=True, slots=True)
 class Accounted:
-    """What the items of one (reservation, device, window) already hold (reverted items
-    excluded: their volume is to be planned again); the last sequence counts every item."""
+    """What the items of one (reservation, device, window) already hold (retried items, and
+    reverted ones due for their retry, excluded: their volume is to be planned again); the
+    last sequence counts every item."""
 
     total_wh: int = 0
     last_sequence: int = 0
@@ -126,7 +128,7 @@ class TargetState:
     reservation_id: int
     target_volume_wh: int
     authority_to_exceed: bool
-    counted_wh: int  # production minted or pending so far (reverted items excluded)
+    counted_wh: int  # production minted or in flight (reverted volume due for retry excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +268,6 @@ class RevertedItem:
     """An item whose batch reverted on chain, its volume waiting to be planned again."""
 
     item_id: int
-    device_id: int
-    window_start: datetime
-    kind: DeviceKind
-    quantity_wh: int
     reverted_at: datetime
     reverts: int  # reverted or retried items of its (device, window), itself included
 
@@ -281,33 +279,14 @@ def retry_at(item: RevertedItem, *, initial_s: int, max_s: int) -> datetime:
     return item.reverted_at + timedelta(seconds=min(max_s, initial_s * 2**exponent))
 
 
-@dataclass(frozen=True, slots=True)
-class Retries:
-    due: tuple[int, ...]  # ids of the reverted items whose volume this plan takes up again
-    held_wh: Mapping[tuple[int, datetime], int]  # (device, window) -> volume still waiting
-    held_production_wh: int  # of which production: counted toward the target meanwhile
-
-
-def hold_back(
+def due_for_retry(
     reverted: Iterable[RevertedItem], now: datetime, *, initial_s: int, max_s: int
-) -> Retries:
-    """Split reverted items into those due for planning again and those still waiting.
-
-    The service reads accounted and counted volume without any reverted item; the
-    waiting ones are added back (held like items in flight), the due ones are planned
-    again by this plan and then marked retried."""
-    due: list[int] = []
-    held: dict[tuple[int, datetime], int] = {}
-    held_production = 0
-    for item in reverted:
-        if now >= retry_at(item, initial_s=initial_s, max_s=max_s):
-            due.append(item.item_id)
-            continue
-        key = (item.device_id, item.window_start)
-        held[key] = held.get(key, 0) + item.quantity_wh
-        if item.kind is DeviceKind.PRODUCTION:
-            held_production += item.quantity_wh
-    return Retries(tuple(sorted(due)), held, held_production)
+) -> tuple[int, ...]:
+    """Ids of the reverted items whose volume this plan takes up again. The others are
+    held like items in flight: accounted for their window, counted toward the target."""
+    return tuple(
+        sorted(i.item_id for i in reverted if now >= retry_at(i, initial_s=initial_s, max_s=max_s))
+    )
 
 
 def settle_target(

@@ -73,8 +73,8 @@ from granular.domain.issuance import (
     batch_id,
     build_header,
     chunks,
+    due_for_retry,
     halves,
-    hold_back,
     idempotency_key,
     max_batch_items,
     plan_reservation,
@@ -268,12 +268,14 @@ def _plan_one(
     reached_at = db.target_reached_at(session=session, reservation_id=reservation_id)
     if reached_at is not None and not reservation.authority_to_exceed:
         return None  # completed by its confirmed target: the rest is leftover
-    # Read before `accounted`: an item reverted in between is then planned again now and
-    # marked retried by the next pass, never marked without its volume planned.
     reverted = db.reverted_items(session=session, reservation_id=reservation_id)
     if considered is not None and considered >= horizon and not reverted:
         return None  # every window was considered after the reservation's end
-    retries = hold_back(reverted, now, initial_s=context.retry_initial_s, max_s=context.retry_max_s)
+    # Only these reverted items are taken up again (then marked retried); any other
+    # reverted item, even one reverted since the line above, is held like one in flight.
+    retrying = due_for_retry(
+        reverted, now, initial_s=context.retry_initial_s, max_s=context.retry_max_s
+    )
     due_by = now - timedelta(seconds=context.grace_s)
     revisions = db.revisions_in_force(session=session, device_ids=list(until), at=now)
     until = {d: u for d, u in until.items() if d in revisions}
@@ -284,13 +286,15 @@ def _plan_one(
     windows = _due_windows(reservation, intervals, kinds, until, due_by, considered)
     if not windows:
         return None
-    # Reverted volume not yet due for a retry is held like volume in flight.
     accounted = {
-        k: Accounted(total + retries.held_wh.get(k, 0), seq)
-        for k, (total, seq) in db.accounted(session=session, reservation_id=reservation_id).items()
+        k: Accounted(total, seq)
+        for k, (total, seq) in db.accounted(
+            session=session, reservation_id=reservation_id, retrying=retrying
+        ).items()
     }
-    counted = db.counted_production_wh(session=session, reservation_id=reservation_id)
-    counted += retries.held_production_wh
+    counted = db.counted_production_wh(
+        session=session, reservation_id=reservation_id, retrying=retrying
+    )
     target = TargetState(
         reservation_id=reservation.id,
         target_volume_wh=reservation.target_volume_wh,
@@ -351,7 +355,7 @@ def _plan_one(
             others.append(_new_item(planned, reservation.wallet, state, None, provenance))
     latest = max((w.period_end for w in windows), default=None)
     return (
-        _Planned(reservation.id, others, latest, list(retries.due), warnings),
+        _Planned(reservation.id, others, latest, list(retrying), warnings),
         mints,
     )
 

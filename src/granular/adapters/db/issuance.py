@@ -52,7 +52,6 @@ from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRevisionRow, DeviceRow
 from granular.adapters.db.readings import EnergyIntervalRow
 from granular.adapters.db.reservations import ReservationDeviceRow, ReservationRow
-from granular.domain.devices import DeviceKind
 from granular.domain.issuance import RevertedItem
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -319,12 +318,22 @@ def _not_completed_by_target(completed_at: Any, end_at: Any) -> Any:
     return (completed_at.is_(None)) | (completed_at >= end_at)
 
 
+def _released(retrying: Collection[int]) -> Any:
+    """Items whose volume is planned again: retried ones, and the reverted ones in
+    `retrying` (due for their retry). Another reverted item is held like one in flight."""
+    released = IssuanceItemRow.state == RETRIED
+    if retrying:
+        released = released | IssuanceItemRow.id.in_(sorted(retrying))
+    return released
+
+
 def accounted(
-    *, session: Session, reservation_id: int
+    *, session: Session, reservation_id: int, retrying: Collection[int] = ()
 ) -> dict[tuple[int, datetime], tuple[int, int]]:
-    """(device, window start) -> (Wh held by its items, last sequence). Reverted and
-    retried items hold nothing (their volume is planned again) but keep their sequence."""
-    held = case((IssuanceItemRow.state.in_(RELEASED), 0), else_=IssuanceItemRow.quantity_wh)
+    """(device, window start) -> (Wh held by its items, last sequence). Retried items, and
+    reverted ones in `retrying`, hold nothing (their volume is planned again) but keep
+    their sequence."""
+    held = case((_released(retrying), 0), else_=IssuanceItemRow.quantity_wh)
     rows = session.execute(
         select(
             IssuanceItemRow.device_id,
@@ -353,34 +362,27 @@ def reverted_items(*, session: Session, reservation_id: int) -> list[RevertedIte
         .scalar_subquery()
     )
     rows = session.execute(
-        select(
-            IssuanceItemRow.id,
-            IssuanceItemRow.device_id,
-            IssuanceItemRow.window_start,
-            IssuanceItemRow.kind,
-            IssuanceItemRow.quantity_wh,
-            IssuanceItemRow.updated_at,
-            reverts,
-        )
+        select(IssuanceItemRow.id, IssuanceItemRow.updated_at, reverts)
         .where(
             IssuanceItemRow.reservation_id == reservation_id,
             IssuanceItemRow.state == REVERTED,
         )
         .order_by(IssuanceItemRow.id)
     ).tuples()
-    return [
-        RevertedItem(i, d, as_utc(w), DeviceKind(k), int(q), as_utc(at), int(n))
-        for i, d, w, k, q, at, n in rows
-    ]
+    return [RevertedItem(i, as_utc(at), int(n)) for i, at, n in rows]
 
 
-def counted_production_wh(*, session: Session, reservation_id: int) -> int:
-    """Production Wh minted or pending for the reservation (what counts toward its target)."""
+def counted_production_wh(
+    *, session: Session, reservation_id: int, retrying: Collection[int] = ()
+) -> int:
+    """Production Wh minted or in flight for the reservation (what counts toward its
+    target): issued, pending, and reverted but not in `retrying` (held until its retry)."""
     total = session.scalar(
         select(func.coalesce(func.sum(IssuanceItemRow.quantity_wh), 0)).where(
             IssuanceItemRow.reservation_id == reservation_id,
             IssuanceItemRow.kind == "production",
-            IssuanceItemRow.state.in_((PENDING, ISSUED)),
+            IssuanceItemRow.state.in_((PENDING, ISSUED, REVERTED)),
+            ~_released(retrying),
         )
     )
     return int(total or 0)
