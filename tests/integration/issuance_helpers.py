@@ -157,6 +157,7 @@ class Driven:
     certificates: int
     failed: int
     rounds: int
+    warnings: tuple[str, ...] = ()
 
 
 def pending(sessions: sessionmaker[Session]) -> int:
@@ -174,13 +175,15 @@ def issue_all(
 ) -> Driven:
     """Send and settle until no batch is pending (bounded, never a timed assertion)."""
     certificates = failed = 0
+    warnings: list[str] = []
     for index in range(rounds):
         sender.send_once()
         report = issuance.settle(sessions=sessions, context=ctx, now=now)
         certificates += report.certificates_issued
         failed += report.items_failed
+        warnings.extend(report.warnings)
         if pending(sessions) == 0:
-            return Driven(certificates, failed, index + 1)
+            return Driven(certificates, failed, index + 1, tuple(warnings))
         time.sleep(0.005)
     raise AssertionError(f"batches still pending after {rounds} rounds")
 

@@ -1,33 +1,50 @@
 """Issuance planning: which certificates a reservation's windows make (DESIGN.md §4, issue 7 §3).
 
-Pure: the service hands in what it read (each device's energy per due window, what was
+Pure: the service hands in what it read (each device's energy per due window, what is
 already accounted for each (reservation, device, window), the capacity in force) and gets
 back the issuance items to write. Rules, in the order they run, per (device, window) in
 window order then device id:
 
-1. The new energy is the window's energy now known minus everything already accounted for
-   it (minted, pending, failed or leftover). Nothing new: no item. A positive difference is
-   one item with sequence = last sequence + 1 (a top-up is a new certificate, never a
-   re-issue).
+1. The new energy is the window's energy now known minus everything accounted for it
+   (minted, pending, failed at planning, or leftover). Nothing new: no item. A positive
+   difference is one item with sequence = last sequence + 1 (a top-up is a new
+   certificate, never a re-issue).
 2. Physical re-check: the window's whole known energy must not exceed
    `capacity_w x hours` of its period with the device revision in force at issuance; if it
    does, the new energy is one `failed` item naming the rule and the numbers.
 3. Production only: the target. `apply_target` splits the new energy into what is minted
-   and what is `leftover` (two items, sequences n and n + 1, when both are positive).
-   Without authority to exceed, the reservation completes when the target is reached; with
-   it, issuance goes on. Either way `target_reached` tells the caller to warn the buyer.
+   and what is `leftover` (two items, sequences n and n + 1, when both are positive),
+   counting against the target the production minted or in flight (`counted_wh`).
    Consumption certificates are not counted against the target (the target is the volume
    of production the buyer ordered).
 
-Every item carries its quantity, so the sum of a (device, window)'s items always equals the
-energy known for it, and a second plan with the first one's items accounted plans nothing.
+The target is settled on chain, not planned (`settle_target`). An item whose batch reverts
+on chain (isolated by bisection) is *reverted*: once its retry is due its
+volume is neither accounted for its window nor counted toward the target, so that plan
+finds it again as new energy of its window (with any late read) and plans it once more,
+sequence + 1, minted up to the target and leftover beyond it exactly as the first time.
+The reverted item keeps its row (then marked *retried*) and is never counted again. Until
+its retry is due (`due_for_retry`), it is held like an item in flight (accounted and
+counted), so a cause that stays (a closed wallet) costs an item per backoff, not one per
+pass.
+
+Hence the reservation completes (and the buyer is told the target is reached) only when
+the production *confirmed* on chain reaches the target: planned volume may still fail,
+confirmed volume cannot. Without authority to exceed, what is planned never exceeds the
+target, so when confirmed volume reaches it nothing is in flight and the reservation
+never has to be re-opened (completing on planned volume and re-opening on a revert would
+be no simpler, and wrong meanwhile: a completed reservation's devices are released).
+
+Every item carries its quantity, so the sum of a (device, window)'s accounted items always
+equals the energy known for it, and a second plan with the first one's items accounted
+plans nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -90,7 +107,9 @@ class DeviceWindow:
 
 @dataclass(frozen=True, slots=True)
 class Accounted:
-    """What the items of one (reservation, device, window) already hold."""
+    """What the items of one (reservation, device, window) already hold (retried items, and
+    reverted ones due for their retry, excluded: their volume is to be planned again); the
+    last sequence counts every item."""
 
     total_wh: int = 0
     last_sequence: int = 0
@@ -109,8 +128,7 @@ class TargetState:
     reservation_id: int
     target_volume_wh: int
     authority_to_exceed: bool
-    counted_wh: int  # production minted or pending so far
-    target_reached: bool = False  # before this plan
+    counted_wh: int  # production minted or in flight (reverted volume due for retry excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +163,7 @@ class PlannedItem:
 @dataclass(frozen=True, slots=True)
 class ReservationPlan:
     items: tuple[PlannedItem, ...]
-    counted_wh: int
-    target_reached: bool  # reached by this plan (warn the buyer)
-    completes: bool  # reached without authority: the reservation completes
+    counted_wh: int  # production minted or in flight once these items are written
     empty_windows: tuple[DeviceWindow, ...] = field(default=())
 
 
@@ -161,9 +177,6 @@ def plan_reservation(
     items: list[PlannedItem] = []
     empty: list[DeviceWindow] = []
     counted = target.counted_wh
-    reached_now = False
-    completes = False
-    already_reached = target.target_reached or counted >= target.target_volume_wh
     for window in sorted(windows, key=lambda w: (w.window_start, w.device_id)):
         if not window.has_data:
             empty.append(window)
@@ -241,11 +254,52 @@ def plan_reservation(
                     f"target of {target.target_volume_wh} Wh reached without authority to exceed",
                 )
             )
-        if split.target_reached and not already_reached:
-            reached_now = True
-            already_reached = True
-            completes = not target.authority_to_exceed
-    return ReservationPlan(tuple(items), counted, reached_now, completes, tuple(empty))
+    return ReservationPlan(tuple(items), counted, tuple(empty))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettlement:
+    reached: bool  # confirmed production reached the target just now: warn the buyer
+    completes: bool  # reached without authority to exceed: the reservation completes
+
+
+@dataclass(frozen=True, slots=True)
+class RevertedItem:
+    """An item whose batch reverted on chain, its volume waiting to be planned again."""
+
+    item_id: int
+    reverted_at: datetime
+    reverts: int  # reverted or retried items of its (device, window), itself included
+
+
+def retry_at(item: RevertedItem, *, initial_s: int, max_s: int) -> datetime:
+    """When a reverted item's volume may be planned again: `initial_s` after it reverted,
+    doubling with each earlier revert of its window, at most `max_s`."""
+    exponent = min(max(item.reverts - 1, 0), 32)  # max_s caps it long before 2**32
+    return item.reverted_at + timedelta(seconds=min(max_s, initial_s * 2**exponent))
+
+
+def due_for_retry(
+    reverted: Iterable[RevertedItem], now: datetime, *, initial_s: int, max_s: int
+) -> tuple[int, ...]:
+    """Ids of the reverted items whose volume this plan takes up again. The others are
+    held like items in flight: accounted for their window, counted toward the target."""
+    return tuple(
+        sorted(i.item_id for i in reverted if now >= retry_at(i, initial_s=initial_s, max_s=max_s))
+    )
+
+
+def settle_target(
+    *, target_volume_wh: int, authority_to_exceed: bool, settled_wh: int, reached_before: bool
+) -> TargetSettlement:
+    """Whether the production confirmed on chain (`settled_wh`) reaches the target now.
+
+    Only confirmed volume counts: a planned or sent item may still revert. The target is
+    reached once (`reached_before` says it was); without authority to exceed, that is
+    when the reservation completes; with it, issuance goes on and the buyer is still told.
+    """
+    reached = not reached_before and settled_wh >= target_volume_wh
+    return TargetSettlement(reached, reached and not authority_to_exceed)
 
 
 def _item(

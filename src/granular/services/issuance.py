@@ -13,7 +13,13 @@ Guarantees:
   against each item's owner, quantity and data hash) in one transaction, and logs one
   `certificate_issued` JSON line per certificate after it commits. A reverted batch is
   bisected: two halves with new batch ids and keys, until a single failing item is marked
-  failed with the decoded reason.
+  reverted with the decoded reason.
+- A reservation's target counts production issued or in flight, never reverted volume:
+  the next `plan` takes a reverted item's volume up again in its own window (sequence + 1,
+  with any late read; the reverted item becomes retried, counted nowhere), so every Wh
+  read is planned once and the buyer is not left short. The reservation reaches its
+  target, warns the buyer and (without authority to exceed) completes in `settle`, when
+  the production confirmed on chain reaches the target; see `granular.domain.issuance`.
 - Only the holder of the lease "issuance:<chain id>" plans (pass `lease=` to `plan`, made by
   `planner_lease`): several daemons on one PostgreSQL plan one at a time. The unique item
   key is the last line of defence: a batch whose items exist already is rolled back.
@@ -67,10 +73,12 @@ from granular.domain.issuance import (
     batch_id,
     build_header,
     chunks,
+    due_for_retry,
     halves,
     idempotency_key,
     max_batch_items,
     plan_reservation,
+    settle_target,
 )
 from granular.domain.units import to_utc
 from granular.domain.windows import Frequency, split_at, split_interval, window_containing
@@ -126,6 +134,8 @@ class IssuanceContext:
     max_energy_policy: MaxEnergyPolicy = field(default_factory=MaxEnergyPolicy)
     gas_cap: int = 16_777_216  # per-transaction gas cap the batch size is held under
     items_per_commit: int = 1_000  # batches written per DB transaction (whole batches)
+    retry_initial_s: int = 60  # a reverted item's volume is planned again after this,
+    retry_max_s: int = 86_400  # doubling with each revert of its window, at most this
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +180,7 @@ class _Planned:
     reservation_id: int
     others: list[db.NewItem]  # failed and leftover items, written with the finalisation
     considered: datetime | None
-    target_met: bool
-    authority_to_exceed: bool
+    retried: list[int]  # reverted items whose volume this plan took up again
     warnings: list[str]
 
 
@@ -258,9 +267,15 @@ def _plan_one(
     considered = db.considered_until(session=session, reservation_id=reservation_id)
     reached_at = db.target_reached_at(session=session, reservation_id=reservation_id)
     if reached_at is not None and not reservation.authority_to_exceed:
-        return None  # completed by its target: the rest is leftover
-    if considered is not None and considered >= horizon:
+        return None  # completed by its confirmed target: the rest is leftover
+    reverted = db.reverted_items(session=session, reservation_id=reservation_id)
+    if considered is not None and considered >= horizon and not reverted:
         return None  # every window was considered after the reservation's end
+    # Only these reverted items are taken up again (then marked retried); any other
+    # reverted item, even one reverted since the line above, is held like one in flight.
+    retrying = due_for_retry(
+        reverted, now, initial_s=context.retry_initial_s, max_s=context.retry_max_s
+    )
     due_by = now - timedelta(seconds=context.grace_s)
     revisions = db.revisions_in_force(session=session, device_ids=list(until), at=now)
     until = {d: u for d, u in until.items() if d in revisions}
@@ -273,15 +288,18 @@ def _plan_one(
         return None
     accounted = {
         k: Accounted(total, seq)
-        for k, (total, seq) in db.accounted(session=session, reservation_id=reservation_id).items()
+        for k, (total, seq) in db.accounted(
+            session=session, reservation_id=reservation_id, retrying=retrying
+        ).items()
     }
-    counted = db.counted_production_wh(session=session, reservation_id=reservation_id)
+    counted = db.counted_production_wh(
+        session=session, reservation_id=reservation_id, retrying=retrying
+    )
     target = TargetState(
         reservation_id=reservation.id,
         target_volume_wh=reservation.target_volume_wh,
         authority_to_exceed=reservation.authority_to_exceed,
         counted_wh=counted,
-        target_reached=reached_at is not None,
     )
     capacities = {d: Capacity(r.id, r.capacity_w) for d, r in revisions.items()}
     result = plan_reservation(target, windows, accounted, capacities)
@@ -292,12 +310,6 @@ def _plan_one(
         for w in result.empty_windows
         if considered is None or w.period_end > considered
     ]
-    target_met = result.counted_wh >= reservation.target_volume_wh
-    if target_met and reached_at is None:
-        warnings.append(
-            f"reservation {reservation.id}: target of {reservation.target_volume_wh} Wh reached"
-            + ("" if reservation.authority_to_exceed else "; the reservation completes")
-        )
     mints: list[_Mint] = []
     others: list[db.NewItem] = []
     frequency = reservation.frequency
@@ -343,9 +355,7 @@ def _plan_one(
             others.append(_new_item(planned, reservation.wallet, state, None, provenance))
     latest = max((w.period_end for w in windows), default=None)
     return (
-        _Planned(
-            reservation.id, others, latest, target_met, reservation.authority_to_exceed, warnings
-        ),
+        _Planned(reservation.id, others, latest, list(retrying), warnings),
         mints,
     )
 
@@ -546,13 +556,10 @@ def plan(
                     session=session,
                     reservation_id=result.reservation_id,
                     considered=result.considered,
-                    target_reached=now if result.target_met else None,
+                    target_reached=None,  # set by `settle`, on confirmed volume
                     now=now,
                 )
-                if result.target_met and not result.authority_to_exceed:
-                    db.complete_reservation(
-                        session=session, reservation_id=result.reservation_id, now=now
-                    )
+                db.mark_retried(session=session, item_ids=result.retried, now=now)
                 db.refresh_volumes(
                     session=session, reservation_ids=[result.reservation_id], now=now
                 )
@@ -583,7 +590,9 @@ def settle(
     """Outbox requests of issuance batches that became final -> certificates recorded
     (on-chain id from the receipt's events, tx hash), one `certificate_issued` JSON log line
     each, reservation volumes updated; a reverted batch is bisected (halves re-submitted)
-    until the failing item is isolated and marked failed with the decoded reason.
+    until the failing item is isolated and marked reverted with the decoded reason (the
+    next plan takes its volume up again). A reservation whose confirmed production reaches
+    its target is told so (a warning) and, without authority to exceed, completes.
     Idempotent."""
     now = to_utc(now, field="now")
     with sessions() as session:
@@ -615,6 +624,7 @@ def settle(
     issued = failed = 0
     submitted = 0
     touched: set[int] = set()
+    warnings: list[str] = []
     if confirmed:
         reader = RegistryReader(context.rpc_url, context.registry)
         receipts = reader.receipts([outcomes[b.id].tx_hash or "" for b in confirmed])  # type: ignore[union-attr]
@@ -625,7 +635,9 @@ def settle(
             if receipt is None:
                 continue  # the node lost it (a reorg): the outbox will tell again
             try:
-                lines = _record_batch(sessions, context, batch, receipt, outcome.tx_hash, now)
+                lines = _record_batch(
+                    sessions, context, batch, receipt, outcome.tx_hash, now, warnings
+                )
             except CertificateMismatch as error:  # stays pending, and says so every pass
                 _log.error(json.dumps({"event": "certificate_mismatch", "detail": str(error)}))
                 continue
@@ -641,7 +653,7 @@ def settle(
         if code == ALREADY_ISSUED:
             # This very batch is on chain already (a database restored from a backup, say):
             # record what the chain holds; bisecting would mint its items a second time.
-            issued += _recover_issued_batch(sessions, context, batch, now, touched)
+            issued += _recover_issued_batch(sessions, context, batch, now, touched, warnings)
             continue
         with sessions.begin() as session:
             items = db.batch_items(session=session, batch_row_id=batch.id)
@@ -660,6 +672,7 @@ def settle(
                 db.fail_items(
                     session=session,
                     item_ids=[i.id for i in items],
+                    state=db.REVERTED,
                     code=code,
                     detail=detail,
                     now=now,
@@ -671,7 +684,7 @@ def settle(
                 _log.warning(
                     json.dumps(
                         {
-                            "event": "issuance_item_failed",
+                            "event": "issuance_item_reverted",
                             "batchId": batch.batch_id,
                             "items": [i.id for i in items],
                             "reason": code,
@@ -717,7 +730,48 @@ def settle(
     if touched:
         with sessions.begin() as session:  # a recount: idempotent, once per pass
             db.refresh_volumes(session=session, reservation_ids=touched, now=now)
-    return PassReport(batches_submitted=submitted, certificates_issued=issued, items_failed=failed)
+    for warning in warnings:
+        _log.warning(json.dumps({"event": "issuance_warning", "message": warning}))
+    return PassReport(
+        batches_submitted=submitted,
+        certificates_issued=issued,
+        items_failed=failed,
+        warnings=tuple(warnings),
+    )
+
+
+def _settle_targets(session: Session, reservation_ids: Collection[int], now: datetime) -> list[str]:
+    """Reservations whose production confirmed on chain reached the target now: recorded,
+    completed without authority to exceed, in the caller's transaction (the one that
+    records the confirmation, so a crash cannot lose the moment); the buyer's warning for
+    each, to log once it commits."""
+    warnings: list[str] = []
+    for progress in db.target_progress(session=session, reservation_ids=reservation_ids):
+        outcome = settle_target(
+            target_volume_wh=progress.target_volume_wh,
+            authority_to_exceed=progress.authority_to_exceed,
+            settled_wh=progress.settled_wh,
+            reached_before=progress.reached_at is not None,
+        )
+        if not outcome.reached:
+            continue
+        db.set_reservation_state(
+            session=session,
+            reservation_id=progress.reservation_id,
+            considered=None,
+            target_reached=now,
+            now=now,
+        )
+        if outcome.completes:
+            db.complete_reservation(
+                session=session, reservation_id=progress.reservation_id, now=now
+            )
+        warnings.append(
+            f"reservation {progress.reservation_id}: target of {progress.target_volume_wh} Wh "
+            f"reached ({progress.settled_wh} Wh confirmed on chain)"
+            + ("; the reservation completes" if outcome.completes else "")
+        )
+    return warnings
 
 
 ALREADY_ISSUED = "CertificateRegistryBatchAlreadyIssued"
@@ -730,6 +784,7 @@ def _recover_issued_batch(
     batch: db.BatchRecord,
     now: datetime,
     touched: set[int],
+    warnings: list[str],
 ) -> int:
     """Record the certificates of a batch the registry says it issued before, from its
     BatchIssued event; a batch whose events differ from its items is failed, never split."""
@@ -739,7 +794,7 @@ def _recover_issued_batch(
     reason = "the registry reports this batch issued, but no BatchIssued event was found"
     if receipt is not None and tx_hash is not None:
         try:
-            lines = _record_batch(sessions, context, batch, receipt, tx_hash, now)
+            lines = _record_batch(sessions, context, batch, receipt, tx_hash, now, warnings)
         except CertificateMismatch as error:
             reason = str(error)
         else:
@@ -759,9 +814,10 @@ def _recover_issued_batch(
             error_detail=reason,
             now=now,
         ):
-            db.fail_items(
+            db.fail_items(  # final: something is on chain under this batch id
                 session=session,
                 item_ids=[i.id for i in items],
+                state=db.FAILED,
                 code=ALREADY_ISSUED,
                 detail=reason,
                 now=now,
@@ -780,7 +836,10 @@ def _record_batch(
     receipt: Any,
     tx_hash: str,
     now: datetime,
+    warnings: list[str],
 ) -> list[dict[str, Any]]:
+    """Record a confirmed batch's certificates and settle its reservations' targets in one
+    transaction; the target warnings are appended to `warnings`."""
     events = [b for b in decode_issuance(receipt, context.registry) if b.batch_id == batch.batch_id]
     if len(events) != 1:
         raise CertificateMismatch(batch.batch_id, f"{len(events)} BatchIssued events in {tx_hash}")
@@ -838,6 +897,8 @@ def _record_batch(
             minted=minted,
             now=now,
         )
+        reached = _settle_targets(session, {i.reservation_id for i in items}, now)
+    warnings.extend(reached)
     return lines
 
 
@@ -846,9 +907,9 @@ def _record_batch(
 
 def advance_reservations(*, sessions: sessionmaker[Session], now: datetime) -> int:
     """Reservation lifecycle: complete by time (end passed: completed_at = end) or target
-    (completed_at set by `plan`); the devices of a closed reservation are released at the
-    moment it closed (the 12 h cool-down before another reservation takes them is the
-    domain's). Returns how many reservations changed."""
+    (completed_at set by `settle`, on confirmed volume); the devices of a closed
+    reservation are released at the moment it closed (the 12 h cool-down before another
+    reservation takes them is the domain's). Returns how many reservations changed."""
     now = to_utc(now, field="now")
     with sessions.begin() as session:
         expired = db.complete_expired_reservations(session=session, now=now)

@@ -2,9 +2,12 @@
 
 - `issuance_items`: one certificate to be, unique on (reservation, device, window start,
   sequence): the idempotency key. `state`: pending (in a batch, not yet confirmed), issued,
-  failed (physical re-check or an isolated revert, with the reason) or leftover (beyond the
-  target without authority). Every item keeps its quantity, so a window's items sum to the
-  energy accounted for it. Rows are never deleted.
+  failed (the physical re-check, or a batch the registry reports issued but whose events
+  differ: final, with the reason), leftover (beyond the target without authority),
+  reverted (isolated from a reverted batch, with the reason: its volume is planned again)
+  or retried (a reverted item whose volume the planner has planned again). Every item keeps
+  its quantity, so a window's items other than reverted and retried ones sum to the energy
+  accounted for it. Rows are never deleted.
 - `issuance_batches`: one issueBatch transaction: its `batchId`, the outbox key, the gas
   tier, its state (pending, confirmed, split = reverted and bisected, failed = a reverted
   single item). A split batch's items move to its two halves (`parent_id` keeps the trail).
@@ -49,6 +52,7 @@ from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRevisionRow, DeviceRow
 from granular.adapters.db.readings import EnergyIntervalRow
 from granular.adapters.db.reservations import ReservationDeviceRow, ReservationRow
+from granular.domain.issuance import RevertedItem
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -56,6 +60,9 @@ PENDING = "pending"
 ISSUED = "issued"
 FAILED = "failed"
 LEFTOVER = "leftover"
+REVERTED = "reverted"  # its batch reverted on chain: the volume goes back to planning
+RETRIED = "retried"  # a reverted item whose volume was planned again
+RELEASED = (REVERTED, RETRIED)  # neither accounted for a window nor counted to a target
 CONFIRMED = "confirmed"
 SPLIT = "split"
 
@@ -147,6 +154,7 @@ class IssuanceReservationStateRow(Base):
 _ITEMS = cast(Table, IssuanceItemRow.__table__)
 _PROVENANCE = cast(Table, IssuanceProvenanceRow.__table__)
 _CERTIFICATES = cast(Table, IssuedCertificateRow.__table__)
+_RELEASED_ITEMS = _ITEMS.alias("released_items")
 
 
 # --- values -------------------------------------------------------------------------------
@@ -310,15 +318,27 @@ def _not_completed_by_target(completed_at: Any, end_at: Any) -> Any:
     return (completed_at.is_(None)) | (completed_at >= end_at)
 
 
+def _released(retrying: Collection[int]) -> Any:
+    """Items whose volume is planned again: retried ones, and the reverted ones in
+    `retrying` (due for their retry). Another reverted item is held like one in flight."""
+    released = IssuanceItemRow.state == RETRIED
+    if retrying:
+        released = released | IssuanceItemRow.id.in_(sorted(retrying))
+    return released
+
+
 def accounted(
-    *, session: Session, reservation_id: int
+    *, session: Session, reservation_id: int, retrying: Collection[int] = ()
 ) -> dict[tuple[int, datetime], tuple[int, int]]:
-    """(device, window start) -> (Wh held by its items, last sequence)."""
+    """(device, window start) -> (Wh held by its items, last sequence). Retried items, and
+    reverted ones in `retrying`, hold nothing (their volume is planned again) but keep
+    their sequence."""
+    held = case((_released(retrying), 0), else_=IssuanceItemRow.quantity_wh)
     rows = session.execute(
         select(
             IssuanceItemRow.device_id,
             IssuanceItemRow.window_start,
-            func.sum(IssuanceItemRow.quantity_wh),
+            func.sum(held),
             func.max(IssuanceItemRow.sequence),
         )
         .where(IssuanceItemRow.reservation_id == reservation_id)
@@ -327,13 +347,42 @@ def accounted(
     return {(d, as_utc(w)): (int(total), int(seq)) for d, w, total, seq in rows}
 
 
-def counted_production_wh(*, session: Session, reservation_id: int) -> int:
-    """Production Wh minted or pending for the reservation (what counts toward its target)."""
+def reverted_items(*, session: Session, reservation_id: int) -> list[RevertedItem]:
+    """The reservation's reverted items (volume to plan again), each with when it reverted
+    and how many items of its (device, window) reverted so far, itself included."""
+    reverts = (
+        select(func.count())
+        .select_from(_RELEASED_ITEMS)
+        .where(
+            _RELEASED_ITEMS.c.reservation_id == IssuanceItemRow.reservation_id,
+            _RELEASED_ITEMS.c.device_id == IssuanceItemRow.device_id,
+            _RELEASED_ITEMS.c.window_start == IssuanceItemRow.window_start,
+            _RELEASED_ITEMS.c.state.in_(RELEASED),
+        )
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(IssuanceItemRow.id, IssuanceItemRow.updated_at, reverts)
+        .where(
+            IssuanceItemRow.reservation_id == reservation_id,
+            IssuanceItemRow.state == REVERTED,
+        )
+        .order_by(IssuanceItemRow.id)
+    ).tuples()
+    return [RevertedItem(i, as_utc(at), int(n)) for i, at, n in rows]
+
+
+def counted_production_wh(
+    *, session: Session, reservation_id: int, retrying: Collection[int] = ()
+) -> int:
+    """Production Wh minted or in flight for the reservation (what counts toward its
+    target): issued, pending, and reverted but not in `retrying` (held until its retry)."""
     total = session.scalar(
         select(func.coalesce(func.sum(IssuanceItemRow.quantity_wh), 0)).where(
             IssuanceItemRow.reservation_id == reservation_id,
             IssuanceItemRow.kind == "production",
-            IssuanceItemRow.state.in_((PENDING, ISSUED)),
+            IssuanceItemRow.state.in_((PENDING, ISSUED, REVERTED)),
+            ~_released(retrying),
         )
     )
     return int(total or 0)
@@ -586,12 +635,32 @@ def move_items(
 
 
 def fail_items(
-    *, session: Session, item_ids: Sequence[int], code: str, detail: str, now: datetime
+    *,
+    session: Session,
+    item_ids: Sequence[int],
+    state: str,
+    code: str,
+    detail: str,
+    now: datetime,
 ) -> None:
+    """Pending items -> `state` (failed: final; reverted: planned again) with the reason."""
+    assert state in (FAILED, REVERTED), state
     session.execute(
         update(IssuanceItemRow)
-        .where(IssuanceItemRow.id.in_(list(item_ids)))
-        .values(state=FAILED, failure_code=code[:100], failure_detail=detail, updated_at=now)
+        .where(IssuanceItemRow.id.in_(list(item_ids)), IssuanceItemRow.state == PENDING)
+        .values(state=state, failure_code=code[:100], failure_detail=detail, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_retried(*, session: Session, item_ids: Sequence[int], now: datetime) -> None:
+    """Reverted items whose volume a plan has taken up again -> retried."""
+    if not item_ids:
+        return
+    session.execute(
+        update(IssuanceItemRow)
+        .where(IssuanceItemRow.id.in_(list(item_ids)), IssuanceItemRow.state == REVERTED)
+        .values(state=RETRIED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
 
@@ -638,7 +707,9 @@ def record_certificates(
 
 
 def refresh_volumes(*, session: Session, reservation_ids: Iterable[int], now: datetime) -> None:
-    """Recompute the reservations' issued, failed and leftover Wh from their items."""
+    """Recompute the reservations' issued, failed and leftover Wh from their items. Failed
+    Wh is what failed and is not (yet) planned again: failed and reverted items, never a
+    retried one, whose volume is in a later item."""
     for reservation_id in sorted(set(reservation_ids)):
         totals = session.execute(
             select(
@@ -653,7 +724,11 @@ def refresh_volumes(*, session: Session, reservation_ids: Iterable[int], now: da
                 func.coalesce(
                     func.sum(
                         case(
-                            (IssuanceItemRow.state == FAILED, IssuanceItemRow.quantity_wh), else_=0
+                            (
+                                IssuanceItemRow.state.in_((FAILED, REVERTED)),
+                                IssuanceItemRow.quantity_wh,
+                            ),
+                            else_=0,
                         )
                     ),
                     0,
@@ -677,8 +752,63 @@ def refresh_volumes(*, session: Session, reservation_ids: Iterable[int], now: da
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TargetProgress:
+    reservation_id: int
+    target_volume_wh: int
+    authority_to_exceed: bool
+    settled_wh: int  # production confirmed on chain
+    reached_at: datetime | None  # when confirmed production first reached the target
+
+
+def target_progress(*, session: Session, reservation_ids: Collection[int]) -> list[TargetProgress]:
+    """Per reservation, its target terms and the production confirmed on chain.
+
+    The reservation rows are locked first (in id order), in a statement of their own: two
+    settlers confirming batches of one reservation at once then count one after the other,
+    the second seeing the first's certificates, so neither misses the moment the target is
+    reached (PostgreSQL; SQLite has one writer at a time anyway)."""
+    if not reservation_ids:
+        return []
+    session.execute(
+        select(ReservationRow.id)
+        .where(ReservationRow.id.in_(sorted(reservation_ids)))
+        .order_by(ReservationRow.id)
+        .with_for_update()
+    ).all()
+    settled = (
+        select(func.coalesce(func.sum(IssuanceItemRow.quantity_wh), 0))
+        .where(
+            IssuanceItemRow.reservation_id == ReservationRow.id,
+            IssuanceItemRow.kind == "production",
+            IssuanceItemRow.state == ISSUED,
+        )
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            ReservationRow.id,
+            ReservationRow.target_volume_wh,
+            ReservationRow.authority_to_exceed,
+            settled,
+            IssuanceReservationStateRow.target_reached_at,
+        )
+        .outerjoin(
+            IssuanceReservationStateRow,
+            IssuanceReservationStateRow.reservation_id == ReservationRow.id,
+        )
+        .where(ReservationRow.id.in_(sorted(reservation_ids)))
+        .order_by(ReservationRow.id)
+    ).tuples()
+    return [
+        TargetProgress(r, int(t), bool(a), int(wh), None if at is None else as_utc(at))
+        for r, t, a, wh, at in rows
+    ]
+
+
 def complete_reservation(*, session: Session, reservation_id: int, now: datetime) -> None:
-    """The target was reached without authority to exceed: completed at `now`."""
+    """Production confirmed on chain reached the target without authority to exceed:
+    completed at `now`."""
     session.execute(
         update(ReservationRow)
         .where(ReservationRow.id == reservation_id, ReservationRow.completed_at.is_(None))
