@@ -40,3 +40,8 @@ def test_claim_batch_calldata_equals_the_generic_encoder() -> None:
     assert encode_claim_batch([]) == registry_calldata("claimBatch", [])
     with pytest.raises(ValueError):
         encode_claim_batch([(1, 2, 2**64)])
+    with pytest.raises(ValueError):
+        encode_claim_batch([(-1, 2, 5)])
+    # slice id 0 names the previous entry's remainder
+    remainders = [(5, 9, 3), (0, 10, 4), (11, 0, 2)]
+    assert encode_claim_batch(remainders) == registry_calldata("claimBatch", remainders)

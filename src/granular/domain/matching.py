@@ -10,8 +10,9 @@ For one window of a reservation, in this order:
    an entry that uses both slices whole and equal says 0 Wh (the contract's "equal whole"),
    any other says its quantity (the contract splits only the side that needs it);
 3. a slice split by an entry leaves a remainder whose id the chain assigns when the batch
-   runs; the window stops there for this pass and goes on from the remainder next pass,
-   once the mirror shows it. The sums are exact either way.
+   runs; the next entry names it as slice 0 (claimBatch: "the remainder the previous
+   entry's split of that side left"), so a window is matched whole in one pass. The sums
+   are exact either way.
 
 Only slices the reservation wallet still holds Active are offered (the service reads them
 from the mirror): a slice moved or claimed by hand since issuance is skipped, never
@@ -95,18 +96,33 @@ def plan_window(state: WindowState, max_entries: int) -> WindowPlan:
     consumption = _ordered(state.consumption)
     entries: list[Entry] = []
     i = j = 0
+    # What is left of the current slice of each side, and the id the next entry names it by
+    # (0 once an entry split it: the remainder).
+    p_left = production[0].quantity_wh if production else 0
+    c_left = consumption[0].quantity_wh if consumption else 0
+    p_id = production[0].slice_id if production else 0
+    c_id = consumption[0].slice_id if consumption else 0
     while need > 0 and i < len(production) and j < len(consumption):
         if len(entries) >= max_entries:
             break
-        p, c = production[i], consumption[j]
-        quantity = min(p.quantity_wh, c.quantity_wh, need)
-        whole = quantity == p.quantity_wh == c.quantity_wh
-        entries.append(Entry(p.slice_id, c.slice_id, 0 if whole else quantity, quantity))
+        quantity = min(p_left, c_left, need)
+        whole = quantity == p_left == c_left
+        entries.append(Entry(p_id, c_id, 0 if whole else quantity, quantity))
         need -= quantity
-        if quantity < p.quantity_wh or quantity < c.quantity_wh:
-            break  # a remainder with an id not known before the batch runs: next pass
-        i += 1
-        j += 1
+        p_left -= quantity
+        c_left -= quantity
+        if p_left == 0:
+            i += 1
+            p_left = production[i].quantity_wh if i < len(production) else 0
+            p_id = production[i].slice_id if i < len(production) else 0
+        else:
+            p_id = 0  # split: the remainder
+        if c_left == 0:
+            j += 1
+            c_left = consumption[j].quantity_wh if j < len(consumption) else 0
+            c_id = consumption[j].slice_id if j < len(consumption) else 0
+        else:
+            c_id = 0
     return WindowPlan(state.window_start, tuple(entries))
 
 

@@ -267,12 +267,15 @@ CLAIM_BATCH_SELECTOR = function_signature_to_4byte_selector(
 
 
 def encode_claim_batch(entries: Sequence[tuple[int, int, int]]) -> bytes:
-    """claimBatch calldata for (productionSliceId, consumptionSliceId, quantityWh) entries.
-    The Claim tuple is static (three words): written directly like `encode_issue_batch`
-    (the tests hold it equal to the generic encoder)."""
+    """claimBatch calldata for (productionSliceId, consumptionSliceId, quantityWh) entries
+    (slice id 0: the remainder the previous entry's split of that side left). The Claim tuple
+    is static (three words): written directly like `encode_issue_batch` (the tests hold it
+    equal to the generic encoder)."""
     words = [CLAIM_BATCH_SELECTOR, _word(32), _word(len(entries))]
     for production, consumption, quantity_wh in entries:
-        if not (0 < production < 2**256 and 0 < consumption < 2**256 and 0 <= quantity_wh < 2**64):
+        if not (
+            0 <= production < 2**256 and 0 <= consumption < 2**256 and 0 <= quantity_wh < 2**64
+        ):
             raise ValueError(f"invalid claim entry {(production, consumption, quantity_wh)!r}")
         words += [_word(production), _word(consumption), _word(quantity_wh)]
     return b"".join(words)
