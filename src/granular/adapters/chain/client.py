@@ -56,6 +56,15 @@ class _GuardedHTTPProvider(HTTPProvider):
         with answering(str(self.endpoint_uri)):
             return super().make_batch_request(batch_requests)
 
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        """False for a node that cannot be reached, as web3's own provider answers."""
+        try:
+            return super().is_connected(show_traceback)
+        except ChainUnavailable:
+            if show_traceback:
+                raise
+            return False
+
 
 def web3_for(url: str, *, timeout_s: float = 10.0, retry: bool = True) -> Web3:
     """A Web3 for `url`, without asking the node anything yet.
