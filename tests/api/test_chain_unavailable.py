@@ -7,6 +7,8 @@ put API keys), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,9 +51,8 @@ class Unreachable:
     caplog: pytest.LogCaptureFixture
 
 
-@pytest.fixture
-def unreachable(client: TestClient, caplog: pytest.LogCaptureFixture) -> Iterator[Unreachable]:
-    port = free_port()  # bound, then closed: nothing listens there
+def _wire(client: TestClient, port: int) -> None:
+    """The app's registry commands on 127.0.0.1:`port`, as `granular run` builds them."""
     url = f"http://user:s3cr3t-password@127.0.0.1:{port}/v3/key123-in-path?apikey=key456-in-query"
     target = ChainTarget(
         rpc_url=url,
@@ -61,8 +62,42 @@ def unreachable(client: TestClient, caplog: pytest.LogCaptureFixture) -> Iterato
         account=None,
     )
     client.app.state.registry_commands = registry_commands(target)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def unreachable(client: TestClient, caplog: pytest.LogCaptureFixture) -> Iterator[Unreachable]:
+    port = free_port()  # bound, then closed: nothing listens there
+    _wire(client, port)
     with caplog.at_level(logging.INFO):  # what `granular run` logs (cli: basicConfig INFO)
         yield Unreachable(client, f"http://127.0.0.1:{port}", caplog)
+
+
+class SilentNode:
+    """A real TCP listener that accepts connections and never answers: a node that hangs."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self.port: int = self._socket.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for connection in self.connections:
+            connection.close()
+        self._socket.close()
 
 
 def _signed_transfer() -> dict[str, Any]:
@@ -185,6 +220,25 @@ def test_the_status_of_a_relayed_batch_is_503_when_the_chain_cannot_say_what_ran
     _assert_unavailable(unreachable, response)
 
 
+def test_a_node_that_hangs_is_503_after_one_timeout_not_five(
+    client: TestClient, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = SilentNode()
+    try:
+        _wire(client, node.port)
+        with caplog.at_level(logging.INFO):
+            response = client.get(
+                f"{V1}/wallets/{OWNER.address}/close/typed-data", headers=keys.buyer
+            )
+        unreachable = Unreachable(client, f"http://127.0.0.1:{node.port}", caplog)
+        _assert_unavailable(unreachable, response, reason="ReadTimeout")
+        # One view call, one request on the wire: web3's own retries (five tries on a
+        # timeout, eth_call included) would keep an API request waiting five timeouts.
+        assert len(node.connections) == 1
+    finally:
+        node.close()
+
+
 def test_a_route_that_needs_no_chain_still_answers(unreachable: Unreachable, keys: Keys) -> None:
     """Only what reads the chain fails: naming a wallet's typed data is off-chain."""
     response = unreachable.client.get(
@@ -195,13 +249,15 @@ def test_a_route_that_needs_no_chain_still_answers(unreachable: Unreachable, key
     assert response.status_code == 200, response.text
 
 
-def _assert_unavailable(unreachable: Unreachable, response: Any) -> None:
+def _assert_unavailable(
+    unreachable: Unreachable, response: Any, reason: str = "ConnectionError"
+) -> None:
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) > 0
     error = response.json()["error"]
     assert error["code"] == "chain_unavailable"
     assert error["details"]["rpc"] == unreachable.rpc
-    assert error["details"]["reason"] == "ConnectionError"
+    assert error["details"]["reason"] == reason
     assert unreachable.rpc in error["message"]
     assert unreachable.rpc in unreachable.caplog.text  # a warning line names the node
     assert "Traceback" not in unreachable.caplog.text
