@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 
 class GranularError(Exception):
@@ -91,3 +92,35 @@ class Unauthenticated(GranularError):
 
 class Forbidden(GranularError):
     code = "forbidden"
+
+
+class ChainUnavailable(GranularError):
+    """The chain's RPC node could not be asked: connection refused, a timeout, an HTTP
+    error, or a node that answered it cannot serve the call. Raised by adapters/chain in
+    place of the transport's own exception, whose text repeats the URL with any API key
+    in it: the message and `details.rpc` name the scheme, host and port only
+    (`redact_url`), `details.reason` the failure's kind. The API answers 503 with
+    Retry-After; the daemon's jobs back off and try again."""
+
+    code = "chain_unavailable"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.rpc = redact_url(url)
+        self.reason = reason
+        super().__init__(
+            f"RPC {self.rpc} is unreachable: {reason}", {"rpc": self.rpc, "reason": reason}
+        )
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port only: RPC URLs often carry an API key in the user info, the
+    path or the query (`https://user:key@host/v3/key?apikey=key` -> `https://host`)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number: say nothing of the rest either
+        return "?"
+    host = parts.hostname or "?"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme or '?'}://{host}{f':{port}' if port else ''}"

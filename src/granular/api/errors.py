@@ -14,6 +14,8 @@ Names that are already camelCase (`externalId`, `SDGBenefits`, `certificateID`) 
 through unchanged.
 
 The status comes from one table of error classes; nothing else maps errors to statuses.
+A 503 (the chain's RPC node did not answer) carries `Retry-After` and is logged as one
+warning line: the error's message names the RPC host only, never its URL.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from granular.api.exact_json import SafeJSONResponse
 from granular.api.limits import BodyTooLarge
 from granular.errors import (
+    ChainUnavailable,
     ConfigurationError,
     Conflict,
     Forbidden,
@@ -39,6 +42,7 @@ from granular.errors import (
 
 # First match wins: most specific first.
 STATUS_BY_ERROR: tuple[tuple[type[GranularError], int], ...] = (
+    (ChainUnavailable, 503),
     (Unauthenticated, 401),
     (Forbidden, 403),
     (NotFound, 404),
@@ -47,6 +51,10 @@ STATUS_BY_ERROR: tuple[tuple[type[GranularError], int], ...] = (
     (ConfigurationError, 500),
     (GranularError, 400),
 )
+
+# How long a client should wait before asking again when the chain did not answer: a node
+# restart or a provider's rate-limit window, not a reason to hammer it.
+RETRY_AFTER_S = 10
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -115,8 +123,15 @@ def _problem(item: Any) -> dict[str, Any]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(GranularError)
-    async def granular_error(_: Request, error: GranularError) -> SafeJSONResponse:
-        return SafeJSONResponse({"error": describe(error)}, status_code=status_of(error))
+    async def granular_error(request: Request, error: GranularError) -> SafeJSONResponse:
+        status = status_of(error)
+        headers = None
+        if status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            logging.getLogger("granular.api").warning(
+                "%s %s answered 503: %s", request.method, request.url.path, error
+            )
+        return SafeJSONResponse({"error": describe(error)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> SafeJSONResponse:

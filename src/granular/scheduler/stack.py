@@ -314,15 +314,18 @@ def registry_commands(target: ChainTarget) -> RegistryCommands:
     GRANULAR_CONFIRMATIONS blocks plus an indexer period, and a check against a slice
     that was moved or claimed a block ago would accept a command that then reverts on
     chain, which is what the checks exist to prevent. A view is one eth_call per slice or
-    wallet a command names; the mirror serves the read API and the matching job."""
-    from granular.adapters.chain.client import connect
+    wallet a command names; the mirror serves the read API and the matching job.
+
+    Nothing is asked of the node here (`target` was checked when the chain was opened): a
+    node that stops answering later makes each route that needs it answer 503
+    `chain_unavailable` with Retry-After, within one view timeout, and the routes recover
+    by themselves when it is back."""
     from granular.adapters.chain.forwarder import ChainRegistryView
 
-    w3, _ = connect(target.rpc_url)
-    view = ChainRegistryView(
-        w3,
-        target.registry,
-        str(target.record["forwarder"]),
+    view = ChainRegistryView.on(
+        target.rpc_url,
+        registry=target.registry,
+        forwarder=str(target.record["forwarder"]),
         deployment_block=int(target.record.get("blockNumber", 0)),
     )
     return RegistryCommands(

@@ -114,10 +114,12 @@ def deploy_contracts(w3: Web3, account: LocalAccount, *, issuer: str) -> Deploye
 
     An RPC that stops answering part-way ends in ChainUnavailable, whose message names the
     host only (the transport's own message would repeat the URL, API key and all)."""
+    url = str(getattr(w3.provider, "endpoint_uri", "") or "?")
     try:
         return _deploy_contracts(w3, account, issuer=issuer)
-    except (requests.RequestException, OSError) as error:
-        url = str(getattr(w3.provider, "endpoint_uri", "") or "?")
+    except ChainUnavailable as error:  # a Web3 of client.web3_for says so itself
+        raise ChainUnavailable(url, f"{error.reason} while deploying") from None
+    except (requests.RequestException, OSError) as error:  # any other Web3
         raise ChainUnavailable(url, f"{type(error).__name__} while deploying") from None
 
 

@@ -4,9 +4,10 @@ Guarantees: `logs(a, b)` returns every registry event of blocks a..b (inclusive)
 order (block, log index), decoded into the plain values of `domain.mirror`; a node that
 refuses a range as too large ("too many results", "block range", "limit") is asked again
 with halves of it, down to one block. `block(n)` gives a block's number, hash and parent
-hash, what the indexer compares to detect a reorg. Logs of other events of the contract
-(AccessControl's role events) are skipped. Decoding uses eth_abi directly: web3's
-per-log event processing is the bottleneck of a full reindex otherwise.
+hash, what the indexer compares to detect a reorg. A node that cannot be reached raises
+ChainUnavailable (client.web3_for's provider), never a transport exception. Logs of other
+events of the contract (AccessControl's role events) are skipped. Decoding uses eth_abi
+directly: web3's per-log event processing is the bottleneck of a full reindex otherwise.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from granular.domain.mirror import (
     WalletClosed,
 )
 from granular.domain.slices import Kind
-from granular.errors import GranularError
+from granular.errors import ChainUnavailable, GranularError
 
 _TOO_MANY = ("too many", "block range", "limit", "exceed", "response size", "query returned")
 
@@ -213,6 +214,8 @@ class RegistryEventReader:
             query = {"address": self._address, "fromBlock": hex(start), "toBlock": hex(end)}
             try:
                 raw = self._call("eth_getLogs", [query])
+            except ChainUnavailable:
+                raise  # the node, not the range: nothing to halve
             except Exception as error:
                 message = str(error).lower()
                 if span > 1 and any(marker in message for marker in _TOO_MANY):

@@ -8,16 +8,20 @@ Guarantees:
 - `execute_calldata` / `execute_batch_calldata` relay signed requests unchanged: the signer
   stays the `_msgSender()` the registry sees.
 - `ChainRegistryView` only calls views (`sliceOf`, `walletOf`, `isOperator`, `nonces`,
-  `hasRole`); it never sends anything.
+  `hasRole`); it never sends anything. A node it cannot reach, or that refuses to serve a
+  view (a rate limit, no state), raises ChainUnavailable naming the RPC host only: never a
+  web3 or requests exception, whose text would repeat the URL and its API key.
 
 web3 and eth_account are used here and nowhere above adapters/chain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
+from functools import cache, wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -25,11 +29,14 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import Web3RPCError
 from web3.logs import DISCARD
 
 from granular.adapters.chain.artifacts import Artifact
+from granular.adapters.chain.client import answering, web3_for
 from granular.domain.commands import ForwardRequest, SignatureUnreadable
 from granular.domain.slices import Kind, Slice, SliceState
+from granular.errors import ChainUnavailable
 
 FORWARDER_NAME = "GranularForwarder"
 FORWARDER_VERSION = "1"
@@ -188,6 +195,24 @@ def registry_calldata(function: str, *args: Any) -> bytes:
 
 # ------------------------------------------------------------------ views
 
+VIEW_TIMEOUT_S = 5.0  # an API request waits this long for the node, once, then answers 503
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _on_chain(
+    method: Callable[Concatenate[ChainRegistryView, _P], _R],
+) -> Callable[Concatenate[ChainRegistryView, _P], _R]:
+    """The view's chain calls, with every way the node can fail as ChainUnavailable."""
+
+    @wraps(method)
+    def guarded(self: ChainRegistryView, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._node():
+            return method(self, *args, **kwargs)
+
+    return guarded
+
 
 @dataclass
 class ChainRegistryView:
@@ -201,6 +226,31 @@ class ChainRegistryView:
     forwarder_address: str
     deployment_block: int = 0  # where the registry's logs start (the deployment record's)
 
+    @classmethod
+    def on(
+        cls,
+        rpc_url: str,
+        *,
+        registry: str,
+        forwarder: str,
+        deployment_block: int = 0,
+        timeout_s: float = VIEW_TIMEOUT_S,
+    ) -> ChainRegistryView:
+        """A view on `rpc_url` for callers that answer someone now (the API): nothing is
+        asked at construction, and a node that does not answer fails a call within one
+        `timeout_s`, without web3's retries."""
+        w3 = web3_for(rpc_url, timeout_s=timeout_s, retry=False)
+        return cls(w3, registry, forwarder, deployment_block=deployment_block)
+
+    @contextmanager
+    def _node(self) -> Iterator[None]:
+        url = str(getattr(self.w3.provider, "endpoint_uri", None) or "?")
+        try:
+            with answering(url):
+                yield
+        except Web3RPCError as error:  # the node answered that it will not serve the view
+            raise ChainUnavailable(url, f"the node refused: {_node_message(error)}") from None
+
     def __post_init__(self) -> None:
         self._registry = self.w3.eth.contract(
             address=to_checksum_address(self.registry_address), abi=_registry_abi()
@@ -209,6 +259,7 @@ class ChainRegistryView:
             address=to_checksum_address(self.forwarder_address), abi=_forwarder_abi()
         )
 
+    @_on_chain
     def slice(self, slice_id: int) -> Slice | None:
         owner, kind, state, quantity_wh, certificate_id = self._registry.functions.sliceOf(
             slice_id
@@ -224,23 +275,27 @@ class ChainRegistryView:
             int(certificate_id),
         )
 
+    @_on_chain
     def wallet(self, wallet: str) -> tuple[bool, int]:
         """(closed, number of Active slices)."""
         closed, active = self._registry.functions.walletOf(to_checksum_address(wallet)).call()
         return bool(closed), int(active)
 
+    @_on_chain
     def is_operator(self, wallet: str, operator: str) -> bool:
         approved: bool = self._registry.functions.isOperator(
             to_checksum_address(wallet), to_checksum_address(operator)
         ).call()
         return approved
 
+    @_on_chain
     def is_issuer(self, account: str) -> bool:
         granted: bool = self._registry.functions.hasRole(
             ISSUER_ROLE, to_checksum_address(account)
         ).call()
         return granted
 
+    @_on_chain
     def children(self, slice_id: int) -> list[int]:
         """The child slices of a Removed slice, from its SliceSplit event (parent indexed)."""
         event = self._registry.events.SliceSplit()
@@ -249,10 +304,12 @@ class ChainRegistryView:
         )
         return [int(child) for log in logs for child in log["args"]["childSliceIds"]]
 
+    @_on_chain
     def forwarder_nonce(self, account: str) -> int:
         nonce: int = self._forwarder.functions.nonces(to_checksum_address(account)).call()
         return nonce
 
+    @_on_chain
     def forwarded(self, tx_hash: str) -> list[bool]:
         """Whether each request a mined relay transaction carried ran (ExecutedForwardRequest
         `success`): executeBatch mines even when a call inside it fails."""
@@ -262,10 +319,20 @@ class ChainRegistryView:
         )
         return [bool(event["args"]["success"]) for event in executed]
 
+    @_on_chain
     def chain_time_s(self) -> int:
         """The latest block's timestamp: what the forwarder compares deadlines with."""
         timestamp: int = self.w3.eth.get_block("latest")["timestamp"]
         return timestamp
+
+
+def _node_message(error: Web3RPCError) -> str:
+    """The node's own error message (a rate limit, "header not found"), at most 200
+    characters; web3's rendering of the error is not used, it may quote the request."""
+    response = error.rpc_response or {}
+    found = response.get("error")
+    message = found.get("message") if isinstance(found, dict) else found
+    return str(message or "no message")[:200]
 
 
 # ------------------------------------------------------------------ wallet names (off-chain)
