@@ -106,3 +106,13 @@ def test_bodies_taken_as_they_are_still_document_their_fields(client: TestClient
     assert set(body("/device-groups")["properties"]) >= {"deviceGrpId", "name", "SDGBenefits"}
     error = document["paths"]["/devices"]["get"]["responses"]["403"]["content"]
     assert error["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_routes_that_read_the_chain_document_503_and_the_others_do_not(
+    client: TestClient,
+) -> None:
+    paths = _schema(client)["paths"]
+    advanced = paths["/interface/registry/v1/claims/advanced"]["post"]["responses"]
+    assert "503" in advanced and "chain_unavailable" in advanced["503"]["description"]
+    mirror_read = paths["/interface/registry/v1/slices"]["get"]["responses"]
+    assert "503" not in mirror_read

@@ -23,7 +23,7 @@ from granular.api.routers import (
     reports,
     reservations,
 )
-from granular.api.schemas_fleet import ERROR_RESPONSES
+from granular.api.schemas_fleet import CHAIN_ERROR_RESPONSES, ERROR_RESPONSES
 from granular.domain.energy import MaxEnergyPolicy
 from granular.services.metrics import Metrics
 
@@ -61,7 +61,7 @@ def create_app(
     app.include_router(device_groups.router, responses=ERROR_RESPONSES)
     app.include_router(codes.router, responses=ERROR_RESPONSES)
     app.include_router(registry.router, responses=ERROR_RESPONSES)
-    app.include_router(registry_commands.router, responses=ERROR_RESPONSES)
+    app.include_router(registry_commands.router, responses=CHAIN_ERROR_RESPONSES)
     app.include_router(reports.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     return app

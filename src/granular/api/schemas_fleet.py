@@ -52,6 +52,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (422, "a broken rule, or a body that does not fit the schema"),
     )
 }
+# Routes that read the chain (the registry commands) also answer 503 when the node is down.
+CHAIN_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    503: {
+        "model": ErrorBody,
+        "description": "chain_unavailable: the RPC node did not answer; retry after Retry-After",
+    },
+}
 
 
 # --- devices ------------------------------------------------------------------------------

@@ -164,6 +164,8 @@ def open_chain(
     registry = checked_address(f"{record_path.name}: address", str(record.get("address")))
     try:
         present = has_code(w3, registry)
+    except ChainUnavailable:
+        raise
     except Exception as error:  # the RPC died between two calls
         raise ChainUnavailable(rpc_url, type(error).__name__) from None
     if not present:
