@@ -130,6 +130,17 @@ def _measure_bulk(
         "claimBatch(100), 1,000 Wh of each side (both split)",
         functions.claimBatch([(pi, ci, 1000) for pi, ci in zip(p, c, strict=True)]),
     )
+    # An advanced claim: one consumption slice against 100 whole production slices, each
+    # later entry naming the consumption remainder as slice 0.
+    first, _ = issue(
+        _items(holder, BULK, quantity=1_000)
+        + _items(holder, 1, kind=CONSUMPTION, quantity=1_000 * BULK)
+    )
+    target = first + BULK
+    per_entry(
+        "claimBatch(100), one consumption slice against 100 production slices (advanced claim)",
+        functions.claimBatch([(first + i, target if i == 0 else 0, 1000) for i in range(BULK)]),
+    )
     first, _ = issue(_items(holder, BULK))
     ids = range(first, first + BULK)
     per_entry(
