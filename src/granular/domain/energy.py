@@ -396,8 +396,9 @@ def energy_by_start_day(intervals: Iterable[EnergyInterval]) -> dict[date, int]:
 @dataclass(frozen=True, slots=True)
 class DaySplit:
     """A span `[start, end)` cut at UTC midnights: `days` = `[first_day, end_day)`, the whole
-    days inside it (None when there is none), and `partial`, the one or two spans left at
-    either side (shorter than a day each), in time order."""
+    days inside it (None when there is none), and `partial`, the spans left at either side,
+    in time order: each shorter than a day, or, with no whole day inside, the span itself
+    (on at most two calendar days)."""
 
     days: tuple[date, date] | None
     partial: tuple[tuple[datetime, datetime], ...]
