@@ -38,7 +38,6 @@ from granular.domain.energy import (
     TrailingYear,
     energy_by_start_day,
     split_at_midnights,
-    utc_day,
 )
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
 
@@ -201,20 +200,21 @@ def trailing_year(
     `[first_end, last_end]`, for the yield rule, in four queries per request whatever its
     size or the number of intervals stored in its year, each a bounded range of a key:
 
-    - the total of the intervals wholly inside the core [last_end − 365 d, first_end):
-      the daily rollup's rows of the core's whole UTC days (at most 365), plus the
-      intervals starting on its partial first and last day, summed exactly (`_core_wh`);
+    - the total of the intervals starting in the core [last_end − 365 d, first_end): the
+      daily rollup's rows of the core's whole UTC days (at most 365), plus the intervals
+      starting on its partial first and last day, summed exactly (`_started_wh`);
     - the intervals starting in [first_end − 365 d, core start) or [first_end, last_end);
     - the one interval (if any) straddling first_end − 365 d, and the one straddling the
-      core's end: the latest interval starting before each instant. The second is an edge
-      interval, not core: when it starts on a whole day, the rollup counted it, so it is
-      taken off again.
+      core's end: the latest interval starting before each instant. The second, when it
+      starts in the core, is an edge interval counted in the core's total, so it is taken
+      off again: the core's total is then that of the intervals wholly inside it
+      (intervals never overlap, so no other one starting in it ends past it).
     """
     window_start = first_end - YIELD_WINDOW
     core_start, core_end = TrailingYear.core(first_end, last_end)
     of_device = EnergyIntervalRow.device_id == device_id
     split = split_at_midnights(core_start, core_end)
-    core_wh = _core_wh(session=session, device_id=device_id, split=split, core_end=core_end)
+    core_wh = _started_wh(session=session, device_id=device_id, split=split)
     columns = (EnergyIntervalRow.start_at, EnergyIntervalRow.end_at, EnergyIntervalRow.energy_wh)
     rows = list(
         session.execute(
@@ -243,18 +243,18 @@ def trailing_year(
         start, end = as_utc(row[0]), as_utc(row[1])
         if end > before and (keep_from is None or start >= keep_from):
             rows.append(row)
-            days = split.days
-            if keep_from is not None and days is not None and days[0] <= utc_day(start) < days[1]:
-                core_wh -= int(row[2])  # summed with its day, yet it ends past the core
+            if keep_from is not None:
+                core_wh -= int(row[2])  # it starts in the core, yet ends past it
     intervals = [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
     return TrailingYear(covers=(first_end, last_end), core_wh=core_wh, intervals=intervals)
 
 
-def _core_wh(*, session: Session, device_id: int, split: DaySplit, core_end: datetime) -> int:
-    """Σ energy of the intervals starting in the split span, in one statement: the rollup's
-    whole days, and the partial days' intervals ending by `core_end`. The caller takes off
-    the one whole-day interval that may end past `core_end` (intervals never overlap, so
-    only the latest starting before it can)."""
+def _started_wh(*, session: Session, device_id: int, split: DaySplit) -> int:
+    """Σ energy of the device's intervals starting in the split span, in one statement: the
+    rollup's rows of its whole days, and the intervals starting in its partial days. Every
+    term is a range of a key's prefix, (device_id, day) or (device_id, start_at); no filter
+    on `end_at`, which SQLite would serve from the (device_id, end_at) index instead, over
+    every interval of the device ending before the span's end."""
     parts = []
     if split.days is not None:
         parts.append(
@@ -277,7 +277,6 @@ def _core_wh(*, session: Session, device_id: int, split: DaySplit, core_end: dat
                         for start, end in split.partial
                     )
                 ),
-                EnergyIntervalRow.end_at <= core_end,
             )
             .scalar_subquery()
         )
