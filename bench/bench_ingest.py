@@ -1,6 +1,10 @@
 """Meter-read ingestion (issue 3): reads validated per second in the core (target 50,000/s),
 reads per second through POST /meter-reads in batches of 1,000 on SQLite and PostgreSQL
-(target 5,000/s), and peak memory while ingesting 1,000,000 reads."""
+(target 5,000/s), and peak memory while ingesting 1,000,000 reads.
+
+`tail_reads_per_s` is the rate over the last tenth of the batches, when each device has the
+most stored: the `*_year` runs fill one device past a year of 5-minute intervals (105,120
+in its trailing year), the steady state of a device the yield rule reads a full year of."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from granular.adapters.db.engine import make_engine, session_factory
 from granular.adapters.db.migrate import upgrade
+from granular.adapters.db.readings import add_reads_and_intervals, add_submission, trailing_year
 from granular.api.app import create_app
 from granular.domain.energy import (
     YIELD_WINDOW,
@@ -29,7 +34,8 @@ from granular.domain.energy import (
 )
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, RawRead, ReadKind
 from granular.domain.reads import validate_reads as validate
-from granular.services.accounts import create_api_key
+from granular.services.accounts import authenticate, create_api_key
+from granular.services.devices import register_devices
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.databases import postgres_database
@@ -39,6 +45,7 @@ START = datetime(2016, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=5)
 BATCH = 1000
 YEAR_OF_STEPS = 365 * 24 * 12  # the stored year the yield rule sees, as storage hands it over
+YEAR_RUN_READS = 120_000  # one device, 5-minute reads: the last tenth each sees a full year
 
 
 def _stored_year(
@@ -134,24 +141,105 @@ def _api(url: str, reads: int, device_count: int) -> dict[str, Any]:
                 },
             ).raise_for_status()
         accepted = 0
-        started = time.perf_counter()
-        for index, (external_id, body) in enumerate(_bodies(reads, device_count)):
+        bodies = list(_bodies(reads, device_count))
+        tail_from = len(bodies) - max(1, len(bodies) // 10)
+        tail_reads = 0
+        started = tail_started = time.perf_counter()
+        for index, (external_id, body) in enumerate(bodies):
+            if index == tail_from:
+                tail_started = time.perf_counter()
             response = client.post(f"/meter-reads/{external_id}", headers=headers, json=body)
             response.raise_for_status()
             summary = response.json()["summary"]
             accepted += summary["accepted"]
+            if index >= tail_from:
+                tail_reads += len(body["reads"])
             if index % 100 == 99:
                 print(f"   {accepted:,} reads accepted", file=sys.stderr, flush=True)
-        elapsed = time.perf_counter() - started
+        finished = time.perf_counter()
+        elapsed = finished - started
     engine.dispose()
     rss_after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "reads": reads,
         "accepted": accepted,
         "reads_per_s": round(reads / elapsed),
+        "tail_reads_per_s": round(tail_reads / (finished - tail_started)),
         "target_per_s": 5_000,
         "peak_rss_mib": round(rss_after_kib / 1024),
         "peak_rss_growth_mib": round((rss_after_kib - rss_before_kib) / 1024),
+    }
+
+
+def _year_load(url: str, calls: int = 100) -> dict[str, Any]:
+    """The yield rule's storage cost alone: `trailing_year` loaded for a request of 1,000
+    5-minute reads of a device storing a year and a week of them before it (106,000
+    intervals, 105,120 in each trailing year), in milliseconds per request."""
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    key = create_api_key(
+        sessions=sessions, organization="bench", role="device_owner", label=None, now=NOW
+    ).key
+    owner = authenticate(sessions=sessions, authorization=f"Bearer {key}")
+    row = {
+        "externalId": "year",
+        "countryCode": "KEN",
+        "fuelCode": "ES100",
+        "deviceTypeCode": "TC110",
+        "capacity": 50_000,
+        "commissioningDate": "2015-01-01",
+        "gridInterconnection": True,
+        "offTaker": "School",
+    }
+    device = register_devices(
+        sessions=sessions, organization_id=owner.organization_id, rows=[(1, row)], now=NOW
+    )[0].device
+    assert device is not None
+    stored = YEAR_OF_STEPS + 2016
+    with sessions.begin() as session:
+        submission = add_submission(
+            session=session,
+            device_id=device.id,
+            api_key_id=None,
+            received_at=NOW,
+            kind="delta",
+            unit="Wh",
+            payload={},
+            read_count=stored,
+            accepted_count=stored,
+            device_revision_id=None,
+        )
+        intervals = [
+            (EnergyInterval("year", START + STEP * i, START + STEP * (i + 1), 400), ReadKind.DELTA)
+            for i in range(stored)
+        ]
+        add_reads_and_intervals(
+            session=session,
+            device_id=device.id,
+            submission_id=submission,
+            reads=[],
+            intervals=intervals,
+        )
+    first_end = START + STEP * (stored + 1)
+    last_end = first_end + STEP * (BATCH - 1)
+    with sessions() as session:
+        started = time.perf_counter()
+        for _ in range(calls):
+            year = trailing_year(
+                session=session,
+                device_id=device.id,
+                device_key="year",
+                first_end=first_end,
+                last_end=last_end,
+            )
+        elapsed = time.perf_counter() - started
+    assert year.energy_wh(first_end) == 400 * (YEAR_OF_STEPS - 1), year.energy_wh(first_end)
+    engine.dispose()
+    return {
+        "stored_intervals": stored,
+        "calls": calls,
+        "ms_per_load": round(elapsed / calls * 1000, 2),
     }
 
 
@@ -159,11 +247,22 @@ def run() -> dict[str, Any]:
     figures: dict[str, Any] = {"core": _core()}
     print(f"  core: {figures['core']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        figures["year_load_sqlite"] = _year_load(f"sqlite:///{tmp}/load.db")
+        print(f"  year load sqlite: {figures['year_load_sqlite']}", flush=True)
+    with postgres_database() as url:
+        figures["year_load_postgresql"] = _year_load(url)
+        print(f"  year load postgresql: {figures['year_load_postgresql']}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
         figures["api_sqlite"] = _api(f"sqlite:///{tmp}/bench.db", 50_000, 5)
         print(f"  api sqlite: {figures['api_sqlite']}", flush=True)
+        figures["api_sqlite_year"] = _api(f"sqlite:///{tmp}/year.db", YEAR_RUN_READS, 1)
+        print(f"  api sqlite year: {figures['api_sqlite_year']}", flush=True)
     with postgres_database() as url:
         figures["api_postgresql"] = _api(url, 50_000, 5)
         print(f"  api postgresql: {figures['api_postgresql']}", flush=True)
+    with postgres_database() as url:
+        figures["api_postgresql_year"] = _api(url, YEAR_RUN_READS, 1)
+        print(f"  api postgresql year: {figures['api_postgresql_year']}", flush=True)
     figures["million_sqlite"] = _million_in_a_fresh_process()
     return figures
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import pairwise
 
@@ -24,8 +24,10 @@ from granular.domain.energy import (
     TrailingYearNotCovered,
     check_max_energy,
     device_age_years,
+    energy_by_start_day,
     physical_bound_wh,
     share_wh,
+    split_at_midnights,
     yearly_yield_bound_wh,
 )
 from granular.domain.units import NaiveTimestamp, NegativeValue
@@ -269,6 +271,95 @@ def test_trailing_year_equals_summing_every_share(
     end = first_end + data.draw(st.integers(0, days)) * DAY
     expected = sum(share_wh(i, end - YEAR, end) for i in stored + added)
     assert year.energy_wh(end) == expected
+
+
+# --- the daily rollup's pure parts ---------------------------------------------------------
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "days", "partial"),
+    [
+        ("2025-03-01T00:00", "2025-03-04T00:00", ("2025-03-01", "2025-03-04"), []),
+        (
+            "2025-03-01T06:00",
+            "2025-03-04T18:30",
+            ("2025-03-02", "2025-03-04"),
+            [("2025-03-01T06:00", "2025-03-02T00:00"), ("2025-03-04T00:00", "2025-03-04T18:30")],
+        ),
+        ("2025-03-01T06:00", "2025-03-01T07:00", None, [("2025-03-01T06:00", "2025-03-01T07:00")]),
+        ("2025-03-01T23:00", "2025-03-02T01:00", None, [("2025-03-01T23:00", "2025-03-02T01:00")]),
+        (
+            "2025-03-01T23:00",
+            "2025-03-03T00:00",
+            ("2025-03-02", "2025-03-03"),
+            [("2025-03-01T23:00", "2025-03-02T00:00")],
+        ),
+        ("2025-03-01T06:00", "2025-03-01T06:00", None, []),
+    ],
+    ids=[
+        "whole-days",
+        "both-partial",
+        "within-a-day",
+        "across-one-midnight",
+        "end-on-midnight",
+        "empty",
+    ],
+)
+def test_a_span_splits_at_utc_midnights(
+    start: str, end: str, days: tuple[str, str] | None, partial: list[tuple[str, str]]
+) -> None:
+    split = split_at_midnights(at(start), at(end))
+    assert split.days == (
+        None if days is None else (date.fromisoformat(days[0]), date.fromisoformat(days[1]))
+    )
+    assert split.partial == tuple((at(a), at(b)) for a, b in partial)
+
+
+def test_a_split_is_taken_in_utc() -> None:
+    """23:30 at +02:00 is 21:30 UTC: the UTC day, not the local one."""
+    plus_two = timezone(timedelta(hours=2))
+    split = split_at_midnights(
+        datetime(2025, 3, 1, 23, 30, tzinfo=plus_two), datetime(2025, 3, 3, 3, tzinfo=plus_two)
+    )
+    assert split.days == (date(2025, 3, 2), date(2025, 3, 3))
+    assert split.partial == (
+        (at("2025-03-01T21:30"), at("2025-03-02T00:00")),
+        (at("2025-03-03T00:00"), at("2025-03-03T01:00")),
+    )
+
+
+@given(st.integers(0, 5 * 24 * 60), st.integers(0, 5 * 24 * 60))
+def test_a_split_tiles_its_span(start_min: int, length_min: int) -> None:
+    start = T0 + timedelta(minutes=start_min)
+    end = start + timedelta(minutes=length_min)
+    split = split_at_midnights(start, end)
+    pieces = list(split.partial)
+    if split.days is not None:
+        first, stop = (datetime.combine(d, time(), UTC) for d in split.days)
+        assert first < stop
+        pieces.append((first, stop))
+    pieces.sort()
+    assert sum((b - a for a, b in pieces), timedelta()) == end - start
+    assert all(a < b for a, b in pieces)
+    assert all(b == c for (_, b), (c, _) in pairwise(pieces))
+    longest = DAY if split.days is not None else 2 * DAY  # two partial days at most
+    assert all(b - a < longest for a, b in split.partial)
+
+
+def test_the_rollup_puts_a_whole_interval_on_its_start_day() -> None:
+    intervals = [
+        EnergyInterval("dev-1", at("2025-03-01T22:00"), at("2025-03-02T02:00"), 400),
+        EnergyInterval("dev-1", at("2025-03-02T02:00"), at("2025-03-02T03:00"), 7),
+        EnergyInterval("dev-1", at("2025-03-02T23:00"), at("2025-03-05T00:00"), 1000),
+    ]
+    assert energy_by_start_day(intervals) == {
+        date(2025, 3, 1): 400,
+        date(2025, 3, 2): 1007,
+    }
 
 
 # --- values and configuration -------------------------------------------------------------

@@ -29,7 +29,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Context, Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -375,6 +375,49 @@ class TrailingYear:
             if interval.start < window_start or interval.end > end:
                 total += share_wh(interval, window_start, end) - interval.energy_wh
         return total
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC calendar day `moment` falls on."""
+    return to_utc(moment).date()
+
+
+def energy_by_start_day(intervals: Iterable[EnergyInterval]) -> dict[date, int]:
+    """The daily rollup's increments: each interval's whole energy on the UTC day it starts
+    (never prorated, so a day's total is exactly the sum of whole intervals, which is what
+    the core of a `TrailingYear` sums)."""
+    totals: dict[date, int] = {}
+    for interval in intervals:
+        day = utc_day(interval.start)
+        totals[day] = totals.get(day, 0) + interval.energy_wh
+    return totals
+
+
+@dataclass(frozen=True, slots=True)
+class DaySplit:
+    """A span `[start, end)` cut at UTC midnights: `days` = `[first_day, end_day)`, the whole
+    days inside it (None when there is none), and `partial`, the spans left at either side,
+    in time order: each shorter than a day, or, with no whole day inside, the span itself
+    (on at most two calendar days)."""
+
+    days: tuple[date, date] | None
+    partial: tuple[tuple[datetime, datetime], ...]
+
+
+def split_at_midnights(start: datetime, end: datetime) -> DaySplit:
+    """`[start, end)` as whole UTC days and the partial spans around them. An instant on a
+    midnight leaves no partial span on its side; an empty span gives nothing at all."""
+    start, end = to_utc(start, field="start"), to_utc(end, field="end")
+    if start >= end:
+        return DaySplit(None, ())
+    first = datetime.combine(start.date(), time(), UTC)
+    if first < start:
+        first += timedelta(days=1)
+    last = datetime.combine(end.date(), time(), UTC)
+    if first >= last:
+        return DaySplit(None, ((start, end),))
+    partial = tuple(span for span in ((start, first), (last, end)) if span[0] < span[1])
+    return DaySplit((first.date(), last.date()), partial)
 
 
 def check_physical(interval: EnergyInterval, profile: DeviceProfile) -> None:

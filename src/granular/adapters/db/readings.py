@@ -3,15 +3,16 @@ intervals, and one read-state row per device."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -24,11 +25,20 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from granular.adapters.db.base import Base, as_utc
 from granular.adapters.db.devices import DeviceRow
-from granular.domain.energy import YIELD_WINDOW, EnergyInterval, TrailingYear
+from granular.domain.energy import (
+    YIELD_WINDOW,
+    DaySplit,
+    EnergyInterval,
+    TrailingYear,
+    energy_by_start_day,
+    split_at_midnights,
+)
 from granular.domain.reads import DeviceReadState, InMemoryRecordedReads, MeterRead, ReadKind
 
 
@@ -82,6 +92,20 @@ class EnergyIntervalRow(Base):
     energy_wh: Mapped[int] = mapped_column(BigInteger)
     source_kind: Mapped[str] = mapped_column(String(16))
     submission_id: Mapped[int] = mapped_column(ForeignKey("meter_read_submissions.id"))
+
+
+class EnergyDayRow(Base):
+    """The daily rollup: per device and UTC day, the total Wh of the intervals starting on
+    that day (whole intervals, never prorated: one that crosses midnight counts on its
+    start day). Written in the transaction that stores the intervals, so it always equals
+    `SELECT sum(energy_wh) ... GROUP BY device_id, day of start_at` over `energy_intervals`;
+    it lets the yield rule sum a year from at most 365 rows."""
+
+    __tablename__ = "energy_days"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
 
 
 class DeviceReadStateRow(Base):
@@ -174,28 +198,23 @@ def trailing_year(
 ) -> TrailingYear:
     """The device's stored energy in the 365 days ending at any end in
     `[first_end, last_end]`, for the yield rule, in four queries per request whatever its
-    size, each a bounded range of the (device_id, start_at) key:
+    size or the number of intervals stored in its year, each a bounded range of a key:
 
-    - the total of the intervals wholly inside the core [last_end − 365 d, first_end),
-      summed by the database;
+    - the total of the intervals starting in the core [last_end − 365 d, first_end): the
+      daily rollup's rows of the core's whole UTC days (at most 365), plus the intervals
+      starting on its partial first and last day, summed exactly (`_started_wh`);
     - the intervals starting in [first_end − 365 d, core start) or [first_end, last_end);
     - the one interval (if any) straddling first_end − 365 d, and the one straddling the
-      core's end: the latest interval starting before each instant.
+      core's end: the latest interval starting before each instant. The second, when it
+      starts in the core, is an edge interval counted in the core's total, so it is taken
+      off again: the core's total is then that of the intervals wholly inside it
+      (intervals never overlap, so no other one starting in it ends past it).
     """
     window_start = first_end - YIELD_WINDOW
     core_start, core_end = TrailingYear.core(first_end, last_end)
     of_device = EnergyIntervalRow.device_id == device_id
-    core_wh = 0
-    if core_start < core_end:
-        summed = session.scalar(
-            select(func.coalesce(func.sum(EnergyIntervalRow.energy_wh), 0)).where(
-                of_device,
-                EnergyIntervalRow.start_at >= core_start,
-                EnergyIntervalRow.start_at < core_end,
-                EnergyIntervalRow.end_at <= core_end,
-            )
-        )
-        core_wh = int(summed or 0)
+    split = split_at_midnights(core_start, core_end)
+    core_wh = _started_wh(session=session, device_id=device_id, split=split)
     columns = (EnergyIntervalRow.start_at, EnergyIntervalRow.end_at, EnergyIntervalRow.energy_wh)
     rows = list(
         session.execute(
@@ -224,8 +243,47 @@ def trailing_year(
         start, end = as_utc(row[0]), as_utc(row[1])
         if end > before and (keep_from is None or start >= keep_from):
             rows.append(row)
+            if keep_from is not None:
+                core_wh -= int(row[2])  # it starts in the core, yet ends past it
     intervals = [EnergyInterval(device_key, as_utc(s), as_utc(e), wh) for s, e, wh in rows]
     return TrailingYear(covers=(first_end, last_end), core_wh=core_wh, intervals=intervals)
+
+
+def _started_wh(*, session: Session, device_id: int, split: DaySplit) -> int:
+    """Σ energy of the device's intervals starting in the split span, in one statement: the
+    rollup's rows of its whole days, and the intervals starting in its partial days. Every
+    term is a range of a key's prefix, (device_id, day) or (device_id, start_at); no filter
+    on `end_at`, which SQLite would serve from the (device_id, end_at) index instead, over
+    every interval of the device ending before the span's end."""
+    parts = []
+    if split.days is not None:
+        parts.append(
+            select(func.coalesce(func.sum(EnergyDayRow.energy_wh), 0))
+            .where(
+                EnergyDayRow.device_id == device_id,
+                EnergyDayRow.day >= split.days[0],
+                EnergyDayRow.day < split.days[1],
+            )
+            .scalar_subquery()
+        )
+    if split.partial:
+        parts.append(
+            select(func.coalesce(func.sum(EnergyIntervalRow.energy_wh), 0))
+            .where(
+                EnergyIntervalRow.device_id == device_id,
+                or_(
+                    *(
+                        (EnergyIntervalRow.start_at >= start) & (EnergyIntervalRow.start_at < end)
+                        for start, end in split.partial
+                    )
+                ),
+            )
+            .scalar_subquery()
+        )
+    if not parts:
+        return 0
+    sums = session.execute(select(*parts)).one()
+    return sum(int(wh or 0) for wh in sums)
 
 
 def _chunks(items: list[datetime], size: int) -> Iterable[list[datetime]]:
@@ -287,7 +345,8 @@ def add_reads_and_intervals(
     reads: Sequence[MeterRead],
     intervals: Sequence[tuple[EnergyInterval, ReadKind]],
 ) -> None:
-    """Bulk inserts (one statement each) of the accepted reads and their intervals."""
+    """Bulk inserts (one statement each) of the accepted reads and their intervals, and the
+    intervals' energy added to the daily rollup (one upsert)."""
     if reads:
         session.execute(
             insert(MeterReadRow),
@@ -318,6 +377,29 @@ def add_reads_and_intervals(
                 for interval, kind in intervals
             ],
         )
+        _add_to_days(
+            session=session,
+            device_id=device_id,
+            by_day=energy_by_start_day(interval for interval, _ in intervals),
+        )
+
+
+def _add_to_days(*, session: Session, device_id: int, by_day: Mapping[date, int]) -> None:
+    """`by_day`'s Wh added to the device's rollup rows, a row created for a new day."""
+    rows = [
+        {"device_id": device_id, "day": day, "energy_wh": wh} for day, wh in sorted(by_day.items())
+    ]
+    if not rows:
+        return
+    keys = [EnergyDayRow.device_id, EnergyDayRow.day]
+    if session.get_bind().dialect.name == "postgresql":
+        on_pg = postgresql_insert(EnergyDayRow)
+        added = {"energy_wh": EnergyDayRow.energy_wh + on_pg.excluded.energy_wh}
+        session.execute(on_pg.on_conflict_do_update(index_elements=keys, set_=added), rows)
+        return
+    on_sqlite = sqlite_insert(EnergyDayRow)
+    added = {"energy_wh": EnergyDayRow.energy_wh + on_sqlite.excluded.energy_wh}
+    session.execute(on_sqlite.on_conflict_do_update(index_elements=keys, set_=added), rows)
 
 
 def list_intervals(
