@@ -67,12 +67,12 @@ def _summed_by_start_day(engine: Engine) -> dict[tuple[int, date], int]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_0015_backfills_the_daily_rollup_as_ingestion_keeps_it(
+def test_0016_backfills_the_daily_rollup_as_ingestion_keeps_it(
     backend: str, tmp_path: Path
 ) -> None:
     """Reads of every kind (history crossing midnights, a delta series, running totals, a
     re-submission that must not count twice) ingested at head keep the rollup; dropped and
-    rebuilt by 0015's backfill from the intervals, it is the same, row for row."""
+    rebuilt by 0016's backfill from the intervals, it is the same, row for row."""
     now = utc(2026, 6, 1)
     with migrated_engine(backend, tmp_path) as fresh:
         sessions = session_factory(fresh)
@@ -94,7 +94,7 @@ def test_0015_backfills_the_daily_rollup_as_ingestion_keeps_it(
         assert kept == _summed_by_start_day(fresh)
         assert len({device for device, _ in kept}) == 2 and len(kept) >= 7, kept
 
-        downgrade(fresh, "0014")
+        downgrade(fresh, "0015")
         assert "energy_days" not in inspect(fresh).get_table_names()
         upgrade(fresh)
         assert _rollup(fresh) == kept

@@ -1,7 +1,7 @@
 """daily energy rollup
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 
 `energy_days`: per device and UTC day, the Wh of the intervals starting on that day, so the
 yield rule sums a trailing year from at most 365 rows instead of every interval in it.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
