@@ -53,6 +53,7 @@ def header(fuel: str, country: str, hour: int, reservation: int = 1) -> dict[str
     start = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(hours=hour)
     return {
         "assetID": f"PLANT-{fuel}",
+        "deviceId": 41,
         "fuelCode": fuel,
         "techCode": "TC110",
         "location": {"countryCode": country},
@@ -171,7 +172,7 @@ def test_a_certificate_shows_its_header_slices_claims_and_transaction(
     ]
     # Provenance: where the reservation and the device's parameter revisions are served.
     assert body["links"]["reservation"] == "/reservations/7"
-    assert body["links"]["device"] == "/devices/PLANT-ES100/revisions"
+    assert body["links"]["device"] == "/devices/41/revisions"
     sliced = client.get(body["links"]["slices"], headers=keys.viewer).json()
     assert [s["sliceID"] for s in sliced["slices"]] == [1, 4, 5]
 

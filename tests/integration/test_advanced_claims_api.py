@@ -145,6 +145,9 @@ def test_a_consumption_slice_is_claimed_from_the_best_matches_in_one_signed_batc
     assert (plan["wallet"], plan["quantityWh"]) == (buyer, 1000)
     assert plan["periodStart"].startswith("2026-06-01T12:00")
     body = signed_body(registry, buyer_account, typed, plan, fuelCode="ES200")
+    # The plan goes back as served, and a signature as eth_account's .hex() gives it (no 0x).
+    body["claims"] = plan["claims"]
+    body["signature"] = body["signature"].removeprefix("0x")
     found = registry.confirmed(registry.post("/claims/advanced", body))
     assert found["kind"] == "advanced_claim"
 
@@ -226,6 +229,8 @@ def test_more_than_the_matching_production_is_refused_with_what_is_available(
     )
     # The mirror still lists the moved slice; the chain check skips it.
     assert error["details"]["availableWh"] == 700
+    assert error["details"]["requireOverlap"] is True
+    assert "requireOverlap" in error["message"]
 
 
 def test_a_plan_that_changed_since_it_was_signed_is_refused_with_the_new_plan(
@@ -311,3 +316,16 @@ def test_a_consumption_certificate_the_mirror_has_not_seen_is_a_conflict(
         "consumption_certificate_not_indexed",
     )
     assert error["details"]["certificateId"] == late
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("fuelCode", "solar"), ("techCode", "TC999"), ("countryCode", "kenya")]
+)
+def test_a_preference_that_is_no_known_code_is_refused_not_ignored(
+    registry: Registry, buyer_account: LocalAccount, fleet: dict[str, int], field: str, value: str
+) -> None:
+    params = {"from": buyer_account.address, "target": fleet["consumption"], field: value}
+    error = refused(
+        registry.client.get(f"{V1}/claims/advanced/typed-data", params=params), 422, "unknown_code"
+    )
+    assert (error["details"]["field"], error["details"]["value"]) == (field, value)

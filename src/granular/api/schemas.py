@@ -180,9 +180,22 @@ def _provenance_links(view: CertificateView) -> dict[str, str]:
     }
     if view.reservation_id is not None:
         links["reservation"] = f"/reservations/{quote(view.reservation_id, safe='')}"
-    if view.asset_id is not None:
-        links["device"] = f"/devices/{quote(view.asset_id, safe='')}/revisions"
+    device_id = _header_device_id(view.header_json)
+    if device_id is not None:
+        links["device"] = f"/devices/{device_id}/revisions"
     return links
+
+
+def _header_device_id(header_json: str | None) -> int | None:
+    """The issuer's own device id (`deviceId`, an integer) from the header, if any."""
+    if header_json is None:
+        return None
+    try:
+        header = json.loads(header_json)
+    except ValueError:
+        return None
+    found = header.get("deviceId") if isinstance(header, dict) else None
+    return found if isinstance(found, int) and not isinstance(found, bool) else None
 
 
 class WalletPublic(_Public):

@@ -21,7 +21,15 @@ QuantityWh = Annotated[int, Field(strict=True, ge=1, le=2**64 - 1)]
 Deadline = Annotated[int, Field(strict=True, ge=0, le=2**48 - 1)]
 Gas = Annotated[int, Field(strict=True, ge=0, le=2**64 - 1)]
 Address = Annotated[str, Field(min_length=42, max_length=42, pattern=r"^0x[0-9a-fA-F]{40}$")]
-Signature = Annotated[str, Field(min_length=132, max_length=132, pattern=r"^0x[0-9a-fA-F]+$")]
+Signature = Annotated[
+    str,
+    Field(
+        min_length=130,
+        max_length=132,
+        pattern=r"^(0x)?[0-9a-fA-F]{130}$",
+        description="65 bytes in hex, 0x-prefixed or not (eth_account's .hex() has no 0x)",
+    ),
+]
 
 
 class _In(BaseModel):
@@ -40,7 +48,7 @@ class SignedFields(_In):
     signature: Signature
 
     def signature_bytes(self) -> bytes:
-        return bytes.fromhex(self.signature[2:])
+        return bytes.fromhex(self.signature.removeprefix("0x"))
 
 
 class TransferCreate(SignedFields):
@@ -67,7 +75,12 @@ class ClaimCreate(SignedFields):
     quantity_wh: QuantityWh | None = Field(default=None, alias="quantityWh")
 
 
-class PlannedEntry(_In):
+class PlannedEntry(BaseModel):
+    """One claim of the plan typed-data served; its other fields (whole, period, codes) may
+    be sent back as served and are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
     source: SliceId = Field(description="the production slice")
     quantity_wh: QuantityWh = Field(alias="quantityWh")
 
@@ -101,7 +114,7 @@ class WalletNameCreate(_In):
     signature: Signature
 
     def signature_bytes(self) -> bytes:
-        return bytes.fromhex(self.signature[2:])
+        return bytes.fromhex(self.signature.removeprefix("0x"))
 
 
 class WalletNameUpdate(_In):
@@ -111,7 +124,7 @@ class WalletNameUpdate(_In):
     signature: Signature
 
     def signature_bytes(self) -> bytes:
-        return bytes.fromhex(self.signature[2:])
+        return bytes.fromhex(self.signature.removeprefix("0x"))
 
 
 class CertificateCreate(_In):

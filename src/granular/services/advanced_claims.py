@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from granular.adapters.db import mirror as mirror_db
 from granular.domain import advanced_claims as ranking
-from granular.domain.advanced_claims import Candidate, PlannedClaim, Wanted
+from granular.domain.advanced_claims import Candidate, NotEnoughProduction, PlannedClaim, Wanted
+from granular.domain.codes import DEVICE_TYPE_CODES, FUEL_CODES
 from granular.domain.commands import MAX_BATCH_ENTRIES, Claim, ClaimBatch
+from granular.domain.devices import COUNTRY_CODE
 from granular.domain.slices import Kind, Slice, SliceState
 from granular.errors import Conflict, FieldRuleError, ValidationError
 from granular.services import commands
@@ -63,10 +65,16 @@ class PlanChanged(Conflict):
 
     def __init__(self, signed: list[dict[str, int]], current: list[dict[str, int]]) -> None:
         super().__init__(
-            "claims: the plan signed is no longer the best one (slices moved or arrived "
-            "since typed-data); fetch typed-data again and sign the new plan",
+            "claims: the plan sent is not the best one for this target, quantity and these "
+            "criteria now (slices moved or arrived since typed-data, or the criteria differ "
+            "from the ones typed-data was asked with); fetch typed-data again with the same "
+            "criteria and sign the plan it serves",
             {"field": "claims", "value": signed, "current": current},
         )
+
+
+class UnknownCode(FieldRuleError, ValidationError):
+    code = "unknown_code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,20 @@ class Preferences:
     tech_code: str | None = None
     country: str | None = None
     require_overlap: bool = False
+
+
+def preferences(
+    fuel_code: str | None, tech_code: str | None, country: str | None, require_overlap: bool
+) -> Preferences:
+    """The ranking preferences, each a known code (GET /codes) or a country code, so a typo
+    is refused instead of silently matching nothing."""
+    if fuel_code is not None and fuel_code not in FUEL_CODES:
+        raise UnknownCode("fuelCode", fuel_code, "an energy source code of GET /codes, e.g. ES100")
+    if tech_code is not None and tech_code not in DEVICE_TYPE_CODES:
+        raise UnknownCode("techCode", tech_code, "a technology code of GET /codes, e.g. TC110")
+    if country is not None and not COUNTRY_CODE.match(country):
+        raise UnknownCode("countryCode", country, "an ISO 3166-1 code in capitals, e.g. KE")
+    return Preferences(fuel_code, tech_code, country, require_overlap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +188,16 @@ def plan(
         require_overlap=preferences.require_overlap,
     )
     verified = _verified(ctx, consumption.owner, wanted, [_candidate(r) for r in rows])
-    claims = ranking.plan(wanted, verified)
+    try:
+        claims = ranking.plan(wanted, verified)
+    except NotEnoughProduction as short:
+        if preferences.require_overlap:
+            short.details["requireOverlap"] = True
+            short.args = (
+                f"{short}, counting only slices whose period overlaps the target's "
+                f"{period[0].isoformat()} to {period[1].isoformat()} (requireOverlap)",
+            )
+        raise
     if len(claims) > MAX_BATCH_ENTRIES:
         covered = sum(c.quantity_wh for c in claims[:MAX_BATCH_ENTRIES])
         raise TooManySlices(

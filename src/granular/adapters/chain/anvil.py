@@ -98,6 +98,9 @@ class Anvil:
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_terminate_with_parent if self.die_with_parent else None,
+            # Its own session: a Ctrl-C at the terminal reaches granular, which finishes the
+            # job in hand (sending to this node) and then stops it, not both at once.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -242,7 +242,7 @@ def claim_slices(
 def _preferences(
     fuel_code: str | None, tech_code: str | None, country_code: str | None, overlap: bool
 ) -> advanced_claims.Preferences:
-    return advanced_claims.Preferences(fuel_code, tech_code, country_code, overlap)
+    return advanced_claims.preferences(fuel_code, tech_code, country_code, overlap)
 
 
 def _plan_public(advanced: advanced_claims.AdvancedPlan) -> AdvancedClaimPlanPublic:
