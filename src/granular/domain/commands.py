@@ -338,14 +338,29 @@ def _addresses(command: Command) -> list[str]:
     return []
 
 
+def is_bulk(command: Command) -> bool:
+    return isinstance(command, TransferBatch | ClaimBatch)
+
+
 def proposed_gas(view: RegistryView, caller: str, command: Command) -> int:
-    """The gas to sign for `command`: DEFAULT_REQUEST_GAS for a single command; for a bulk
-    one, from the entries and the slices its splits create on the model (checked first)."""
+    """The gas to sign for one command (see `checked_gas`)."""
+    return checked_gas(view, caller, [command])[0]
+
+
+def checked_gas(view: RegistryView, caller: str, commands: Sequence[Command]) -> list[int]:
+    """`check_commands`, and from the same run on the model the gas to sign per command:
+    DEFAULT_REQUEST_GAS for a single command; for a bulk one, from its entries and the
+    slices its splits create."""
+    return [
+        _gas(command, created)
+        for command, created in zip(commands, _checked(view, caller, commands)[1], strict=True)
+    ]
+
+
+def _gas(command: Command, created_slices: int) -> int:
     if not isinstance(command, TransferBatch | ClaimBatch):
         return DEFAULT_REQUEST_GAS
-    before = model_for(view, caller, [command]).next_id
-    after = check_commands(view, caller, [command]).next_id
-    gas = BULK_CALL_GAS + BULK_ENTRY_GAS * len(command.entries) + NEW_SLICE_GAS * (after - before)
+    gas = BULK_CALL_GAS + BULK_ENTRY_GAS * len(command.entries) + NEW_SLICE_GAS * created_slices
     return max(gas, DEFAULT_REQUEST_GAS)
 
 
@@ -378,15 +393,25 @@ def check_commands(
 ) -> RegistryModel:
     """Run `commands` in order as `caller` on the model of what the view reports; the first
     that the registry would revert raises CommandRefused. Returns the model after them."""
+    return _checked(view, caller, commands, issuer=issuer)[0]
+
+
+def _checked(
+    view: RegistryView, caller: str, commands: Sequence[Command], *, issuer: bool = False
+) -> tuple[RegistryModel, list[int]]:
+    """check_commands, also returning how many slices each command created on the model."""
     model = model_for(view, caller, commands)
     if issuer:
         model.issuers.add(caller)
+    created: list[int] = []
     for index, command in enumerate(commands):
+        first_new = model.next_id
         try:
             _apply(model, caller, command)
         except SliceRuleViolation as violation:
             raise CommandRefused(index, violation) from None
-    return model
+        created.append(model.next_id - first_new)
+    return model, created
 
 
 def _apply(model: RegistryModel, caller: str, command: Command) -> None:

@@ -19,7 +19,7 @@ typed-data serves the plan with what to sign; the POST computes the plan again a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -240,21 +240,9 @@ def _verified(
             or found.owner != wallet
         ):
             continue
-        verified.append(_with_quantity(candidate, found.quantity_wh))
+        verified.append(replace(candidate, quantity_wh=found.quantity_wh))
         covered_wh += found.quantity_wh
     return verified
-
-
-def _with_quantity(candidate: Candidate, quantity_wh: int) -> Candidate:
-    return Candidate(
-        candidate.slice_id,
-        quantity_wh,
-        candidate.period_start,
-        candidate.period_end,
-        candidate.fuel_code,
-        candidate.tech_code,
-        candidate.country,
-    )
 
 
 def typed_data(

@@ -29,6 +29,7 @@ from granular.adapters.db.outbox import RequestState
 from granular.domain import commands as rules
 from granular.domain.commands import (
     DEFAULT_DEADLINE_MARGIN_S,
+    DEFAULT_REQUEST_GAS,
     Claim,
     ClaimBatch,
     CloseWallet,
@@ -307,7 +308,7 @@ def typed_data(
     one (or `nonce`), and the gas to sign (`gas`, else proposed per command). A command the
     registry would refuse is refused here already."""
     signer = checksum("from", signer)
-    rules.check_commands(ctx.view, signer, commands)
+    proposed = rules.checked_gas(ctx.view, signer, commands)
     first = _next_nonce(ctx, sessions, signer) if nonce is None else nonce
     if deadline_s is None:
         deadline_s = ctx.relay_view.chain_time_s() + DEFAULT_VALIDITY_S
@@ -317,18 +318,22 @@ def typed_data(
         fwd.typed_data(
             chain_id=ctx.chain_id,
             forwarder=ctx.forwarder,
-            request=_request(ctx, signer, command, Signed(first + i, deadline_s, gas, b"")),
+            request=_request(
+                ctx,
+                signer,
+                command,
+                Signed(first + i, deadline_s, gas, b""),
+                gas if gas is not None else proposed[i],
+            ),
         )
         for i, command in enumerate(commands)
     ]
 
 
 def _request(
-    ctx: RegistryCommands, signer: str, command: Command, signed: Signed
+    ctx: RegistryCommands, signer: str, command: Command, signed: Signed, gas: int
 ) -> ForwardRequest:
-    gas = signed.gas
-    if gas is None:
-        gas = rules.proposed_gas(ctx.view, signer, command)
+    """The ForwardRequest `signed` is over, forwarding `gas` (as signed, or proposed)."""
     return ForwardRequest(
         from_address=signer,
         to=to_checksum_address(ctx.registry),
@@ -359,9 +364,19 @@ def relay(
     signer = checksum("from", signer)
     if not commands or len(commands) != len(signatures):
         raise InvalidField("signatures", len(signatures), "one signed request per command")
+    # A bulk command signed with the gas typed-data proposed needs the model's run for it;
+    # that run is the rule check too, so it is not repeated below.
+    checked = any(
+        s.gas is None and rules.is_bulk(c) for c, s in zip(commands, signatures, strict=True)
+    )
+    proposed = (
+        rules.checked_gas(ctx.view, signer, commands)
+        if checked
+        else [DEFAULT_REQUEST_GAS] * len(commands)
+    )
     requests = [
-        _request(ctx, signer, command, signed)
-        for command, signed in zip(commands, signatures, strict=True)
+        _request(ctx, signer, command, signed, proposed[i] if signed.gas is None else signed.gas)
+        for i, (command, signed) in enumerate(zip(commands, signatures, strict=True))
     ]
     recovered = [
         fwd.recover_signer(
@@ -382,7 +397,8 @@ def relay(
         pending_nonces=pending,
         margin_s=ctx.deadline_margin_s,
     )
-    rules.check_commands(ctx.view, signer, commands)
+    if not checked:
+        rules.check_commands(ctx.view, signer, commands)
 
     digests = b"".join(
         fwd.request_digest(chain_id=ctx.chain_id, forwarder=ctx.forwarder, request=r)

@@ -239,12 +239,6 @@ def claim_slices(
     return _relay(ctx, sessions, now, body.from_, [command], _signed(body))
 
 
-def _preferences(
-    fuel_code: str | None, tech_code: str | None, country_code: str | None, overlap: bool
-) -> advanced_claims.Preferences:
-    return advanced_claims.preferences(fuel_code, tech_code, country_code, overlap)
-
-
 def _plan_public(advanced: advanced_claims.AdvancedPlan) -> AdvancedClaimPlanPublic:
     return AdvancedClaimPlanPublic(
         target=advanced.target,
@@ -295,7 +289,9 @@ def advanced_claim_typed_data(
         sessions,
         target=target,
         quantity_wh=quantity_wh,
-        preferences=_preferences(fuel_code, tech_code, country_code, require_overlap),
+        preferences=advanced_claims.preferences(
+            fuel_code, tech_code, country_code, require_overlap
+        ),
     )
     typed = advanced_claims.typed_data(
         ctx, sessions, signer=from_, advanced=advanced, nonce=nonce, deadline_s=deadline, gas=gas
@@ -317,7 +313,7 @@ def advanced_claim(
         signer=body.from_,
         target=body.target,
         quantity_wh=body.quantity_wh,
-        preferences=_preferences(
+        preferences=advanced_claims.preferences(
             body.fuel_code, body.tech_code, body.country_code, body.require_overlap
         ),
         signed_plan=[{"source": c.source, "quantityWh": c.quantity_wh} for c in body.claims],
