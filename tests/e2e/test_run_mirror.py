@@ -59,6 +59,9 @@ def test_run_indexes_its_own_certificates_with_headers(tmp_path: Path) -> None:
         assert {c["certificateType"] for c in listed} == {"production", "consumption"}
         status, one = get_json(f"{url}{V1}/certificates/1", key)
         assert status == 200 and one["header"] is not None and one["headerCanonical"]
+        # Provenance: the device the certificate was issued for, by the link it carries.
+        status, revisions = get_json(f"{url}{one['links']['device']}", key)
+        assert status == 200 and revisions["revisions"], revisions
         assert daemon.events("daemon_started")[0]["jobs"].count("indexer:index") == 1
         # The signed commands are set up: typed data to sign is served, not a 500.
         buyer = "0x" + "11" * 20

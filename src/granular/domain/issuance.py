@@ -376,6 +376,7 @@ def build_header(
         "assetID": asset_id,
         "assetCode": device.external_id,
         "assetCodeType": "granular-device",
+        "deviceId": item.key.device_id,  # the issuer's device: GET /devices/{deviceId}/revisions
         "techCode": device.device_type_code,
         "fuelCode": device.fuel_code,
         "address": {"countryCode": device.country_code, "projectName": device.project_name},
